@@ -1,0 +1,182 @@
+"""The `fmnist` command: argparse subcommands mapped onto the config and the workflow.
+
+    fmnist study                  # train and compare the four models, write the report
+    fmnist train deep_cnn --epochs 10 --out runs/deep
+    fmnist predict runs/deep shirt.jpg
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from .config import make_config, read_toml
+from .data import CLASSES, class_counts, load_fashion_mnist
+from .errors import FmnistError, UsageError
+from .models import count_params, create_model, describe, flops_per_image, list_models
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not usage + message
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def add_train_flags(p: argparse.ArgumentParser) -> None:
+    """Flags that map one-to-one onto TrainConfig fields; None means 'not given'."""
+    p.add_argument("--epochs", type=int, help="passes over the training split (default 10)")
+    p.add_argument("--batch-size", type=int, help="images per step (default 32)")
+    p.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--val-split", type=float,
+                   help="stratified fraction of the training set held out for validation (default 0.1)")
+    p.add_argument("--seed", type=int, help="seed for initialisation, split and shuffling (default 0)")
+    p.add_argument("--device", help="auto (CUDA if present, else CPU), cpu, cuda, cuda:N (default auto)")
+    p.add_argument("--data-dir", help="folder with the four Fashion-MNIST files (default: discover)")
+    p.add_argument("--no-verify", dest="verify", action="store_const", const=False,
+                   help="use data files whose SHA-256 does not match (explicit opt-in)")
+    p.add_argument("--config", metavar="FILE.toml", help="TOML file of config keys; flags override it")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.add_argument("--quiet", action="store_const", const=True, help="no progress bars")
+
+
+def config_from(args: argparse.Namespace, **fixed):
+    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(make_config())
+             if hasattr(args, f.name)}
+    return make_config(read_toml(args.config) if args.config else {}, flags, fixed)
+
+
+def cmd_data(args) -> int:
+    data = load_fashion_mnist(args.data_dir, verify=args.verify is not False, progress=not args.quiet)
+    print(f"Fashion-MNIST from {data.directory} (found via {data.origin}; "
+          f"{'SHA-256 verified' if data.verified else 'NOT verified'})")
+    train, test = class_counts(data.train_labels), class_counts(data.test_labels)
+    print(f"{'class':<12} {'train':>6} {'test':>6}")
+    for name, a, b in zip(CLASSES, train, test):
+        print(f"{name:<12} {a:>6} {b:>6}")
+    print(f"{'total':<12} {sum(train):>6} {sum(test):>6}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    print(f"{'model':<12} {'params':>10} {'MFLOP/img':>10}  description")
+    for name in list_models():
+        model = create_model(name)
+        flops = flops_per_image(model)["forward"] / 1e6
+        print(f"{name:<12} {count_params(model):>10,} {flops:>10.2f}  {describe(name)}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .workflow import train_run
+    cfg = config_from(args, model=args.model)
+    out = Path(args.out or f"runs/{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}")
+    metrics = train_run(cfg, out, overwrite=args.overwrite)
+    print(f"{cfg.model}: test accuracy {metrics['test_accuracy']:.4f}, loss {metrics['test_loss']:.4f} "
+          f"(best epoch {metrics['best_epoch']}); run folder {out}")
+    for flag in metrics["diagnostics"]:
+        print(f"warning: {flag}", file=sys.stderr)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .workflow import evaluate_run
+    metrics = evaluate_run(Path(args.run_dir))
+    print(f"test accuracy {metrics['test_accuracy']:.4f}, loss {metrics['test_loss']:.4f}, "
+          f"top-2 {metrics['top2_accuracy']:.4f}; wrote {args.run_dir}/metrics.json and report.html")
+    return 0
+
+
+def cmd_study(args) -> int:
+    from .workflow import run_study
+    base = config_from(args)
+    out = Path(args.out or f"runs/study-{time.strftime('%Y%m%d-%H%M%S')}")
+    summary = run_study(args.models or ["shallow", "simple_cnn", "deep_cnn", "deeper_cnn"], base, out,
+                        overwrite=args.overwrite)
+    print(f"{'model':<12} {'params':>10} {'val acc':>8} {'test acc':>8} {'train s':>8}")
+    for m in summary["models"]:
+        print(f"{m['name']:<12} {m['params']:>10,} {m['val_accuracy']:>8.4f} {m['test_accuracy']:>8.4f} "
+              f"{m['train_seconds']:>8.0f}")
+    for flag in summary["diagnostics"]:
+        print(f"warning: {flag}", file=sys.stderr)
+    print(f"report: {out / 'report.html'}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .workflow import predict_files
+    if args.top_k < 1:
+        raise UsageError(f"--top-k must be at least 1, got {args.top_k}")
+    results = predict_files(Path(args.run_dir), [Path(p) for p in args.images], args.top_k)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    for r in results:
+        if "error" in r:
+            print(f"error: {r['error']}", file=sys.stderr)
+        elif not args.json:
+            print(f"{r['file']}: " + ", ".join(f"{p['class']} {p['probability']:.1%}" for p in r["predictions"]))
+    return 1 if any("error" in r for r in results) else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="fmnist", description="Train, compare and use Fashion-MNIST classifiers.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    p = sub.add_parser("data", help="find or fetch the dataset, verify it, show per-class counts")
+    p.add_argument("--data-dir", help="folder with the four Fashion-MNIST files (default: discover)")
+    p.add_argument("--no-verify", dest="verify", action="store_const", const=False,
+                   help="accept files whose SHA-256 does not match")
+    p.add_argument("--quiet", action="store_true", help="no download progress bar")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("models", help="list the registered models with parameters and FLOPs")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("train", help="train one model into a run folder")
+    p.add_argument("model", help=f"one of: {', '.join(list_models())}")
+    p.add_argument("--out", help="run folder (default runs/MODEL-TIMESTAMP)")
+    add_train_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="recompute test metrics and figures from a run's best.pt")
+    p.add_argument("run_dir", help="a run folder written by 'fmnist train'")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("study", help="train and compare models under identical settings")
+    p.add_argument("--models", nargs="+", metavar="MODEL",
+                   help=f"models to compare (default: the study's four); any of {', '.join(list_models())}")
+    p.add_argument("--out", help="study folder (default runs/study-TIMESTAMP)")
+    add_train_flags(p)
+    p.set_defaults(func=cmd_study)
+
+    p = sub.add_parser("predict", help="classify your own image files with a trained run")
+    p.add_argument("run_dir", help="a run folder written by 'fmnist train' or 'fmnist study'")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, JPEG, ... any size, colour or grey")
+    p.add_argument("--top-k", type=int, default=3, help="classes to show per image (default 3)")
+    p.add_argument("--json", action="store_true", help="print results as JSON")
+    p.set_defaults(func=cmd_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except FmnistError as e:
+        if debug:
+            traceback.print_exc()
+        print(f"fmnist: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("fmnist: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""Bringing a user's image file to Fashion-MNIST's form: grey, light object on a dark background,
+fitted into 28×28 with its aspect ratio kept, pixels in [0, 1]."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import FmnistError
+
+MAX_PIXELS = 40_000_000  # about 6300×6300; larger files are refused before they are decoded
+SIZE = 28
+
+
+def open_image(path: Path) -> Image.Image:
+    """Open and fully decode an image file, or raise FmnistError saying what is wrong with it."""
+    path = Path(path)
+    if not path.exists():
+        raise FmnistError(f"{path}: no such file")
+    if path.is_dir():
+        raise FmnistError(f"{path}: is a folder, not an image")
+    if path.stat().st_size == 0:
+        raise FmnistError(f"{path}: empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+            w, h = img.size
+            if w * h > MAX_PIXELS or w <= 0 or h <= 0:
+                raise FmnistError(f"{path}: {w}×{h} pixels is too large (limit {MAX_PIXELS:,} pixels)")
+            img.load()
+            return ImageOps.exif_transpose(img)
+    except FmnistError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise FmnistError(f"{path}: image is too large to decode safely") from None
+    except UnidentifiedImageError:
+        raise FmnistError(f"{path}: not an image PIL can read") from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
+        raise FmnistError(f"{path}: corrupt or truncated image ({e})") from None
+
+
+def to_grey(img: Image.Image) -> np.ndarray:
+    """Grey levels in [0, 1]; transparent areas count as a white background."""
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba)
+    return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+
+
+def to_fashion_mnist(grey: np.ndarray) -> torch.Tensor:
+    """A 1×28×28 tensor: inverted if the background is light, cropped to the object, fitted, centred."""
+    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    if np.median(border) > 0.5:
+        grey = 1.0 - grey
+    grey = grey - np.median(np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]]))
+    grey = np.clip(grey, 0.0, 1.0)
+    rows, cols = np.nonzero(grey > 0.1 * grey.max()) if grey.max() > 0 else ([], [])
+    if len(rows):
+        grey = grey[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    h, w = grey.shape
+    scale = SIZE / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = Image.fromarray((grey * 255).astype(np.uint8)).resize(size, Image.Resampling.LANCZOS)
+    canvas = Image.new("L", (SIZE, SIZE), 0)
+    canvas.paste(small, ((SIZE - size[0]) // 2, (SIZE - size[1]) // 2))
+    return torch.from_numpy(np.asarray(canvas, dtype=np.float32) / 255.0).unsqueeze(0)
+
+
+def load_image(path: Path) -> torch.Tensor:
+    """Read an image file (PNG, JPEG, ...; any size; colour or grey) as a 1×28×28 tensor."""
+    return to_fashion_mnist(to_grey(open_image(path)))

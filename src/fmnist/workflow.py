@@ -1,0 +1,161 @@
+"""Whole jobs built from the parts: train a run, evaluate a run, run the study, predict images.
+
+Each job reads and writes the plain files of run folders, so any step can be redone later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from . import plots
+from .config import TrainConfig, make_config
+from .data import CLASSES, FashionMNIST, load_fashion_mnist, stratified_split
+from .diagnostics import check_identical, check_run
+from .errors import FmnistError
+from .evaluate import metrics_from_logits
+from .files import load_checkpoint, prepare_out_dir, read_csv, read_json, write_json
+from .images import load_image
+from .infer import predict_logits, prepare, resolve_device
+from .models import count_params, create_model
+from .report import write_run_report, write_study_report
+from .train import DivergedError, fit
+
+
+def load_data(cfg: TrainConfig) -> FashionMNIST:
+    return load_fashion_mnist(cfg.data_dir or None, verify=cfg.verify, progress=not cfg.quiet)
+
+
+def split(data: FashionMNIST, cfg: TrainConfig, device: torch.device):
+    """Train and validation tensors on `device`; the test set stays out of training entirely."""
+    train_idx, val_idx = stratified_split(data.train_labels, cfg.val_split, cfg.seed)
+    x, y = data.train_images, data.train_labels
+    return ((x[train_idx].to(device), y[train_idx].to(device)),
+            (x[val_idx].to(device), y[val_idx].to(device)))
+
+
+def train_run(cfg: TrainConfig, out: Path, overwrite: bool = False,
+              data: FashionMNIST | None = None) -> dict:
+    """Train one model into the run folder `out`, then evaluate it; returns its metrics."""
+    model = create_model(cfg.model)  # fail on an unknown name before any work
+    run_dir = prepare_out_dir(out, overwrite)
+    write_json(run_dir / "config.json", dataclasses.asdict(cfg))
+    data = data or load_data(cfg)
+    device = resolve_device(cfg.device)
+    train, val = split(data, cfg, device)
+    torch.manual_seed(cfg.seed)
+    model = prepare(create_model(cfg.model), device)
+    try:
+        fit(model, train, val, cfg, run_dir)
+    except DivergedError as e:
+        write_json(run_dir / "diverged.json", {"epoch": e.epoch, "step": e.step})
+        if (run_dir / "best.pt").is_file():
+            evaluate_run(run_dir, data)
+        raise
+    return evaluate_run(run_dir, data)
+
+
+def load_run_model(run_dir: Path, checkpoint: str = "best.pt", device: str = "cpu"):
+    """The model of a run folder with the weights of `checkpoint`, and the run's config."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FmnistError(f"run folder {run_dir} does not exist")
+    cfg = make_config(read_json(run_dir / "config.json"))
+    state = load_checkpoint(run_dir / checkpoint)
+    if state.get("config", {}).get("model") != cfg.model:
+        raise FmnistError(f"{run_dir / checkpoint} holds a {state.get('config', {}).get('model')!r} "
+                          f"model, but the run is for {cfg.model!r}")
+    model = create_model(cfg.model)
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError, TypeError) as e:
+        raise FmnistError(f"{run_dir / checkpoint} does not fit model {cfg.model!r}: "
+                          f"{str(e).splitlines()[0]}") from None
+    return prepare(model, resolve_device(device)).eval(), cfg
+
+
+def evaluate_run(run_dir: Path, data: FashionMNIST | None = None) -> dict:
+    """Test metrics, figures and report.html of a run folder, from its best checkpoint."""
+    run_dir = Path(run_dir)
+    model, cfg = load_run_model(run_dir)
+    history = read_csv(run_dir / "history.csv")
+    data = data or load_data(cfg)
+    logits = predict_logits(model, data.test_images)
+    metrics = metrics_from_logits(logits, data.test_labels)
+    metrics["best_epoch"] = int(load_checkpoint(run_dir / "best.pt")["epoch"])
+    diverged = read_json(run_dir / "diverged.json") if (run_dir / "diverged.json").is_file() else None
+    metrics["diagnostics"] = check_run(cfg.model, metrics, history, diverged)
+    write_json(run_dir / "metrics.json", metrics)
+    probs = logits.softmax(1)
+    plots.curves(history, run_dir / "curves.png", cfg.model)
+    plots.confusion(metrics["confusion_matrix"], run_dir / "confusion.png", cfg.model)
+    plots.samples(data.test_images, data.test_labels, probs, run_dir / "samples.png")
+    plots.misclassified(data.test_images, data.test_labels, probs, run_dir / "misclassified.png")
+    write_run_report(run_dir, dataclasses.asdict(cfg), metrics, metrics["diagnostics"])
+    return metrics
+
+
+def summarize(run_dir: Path) -> dict:
+    """One model's row of summary.json, read from its run folder."""
+    cfg = read_json(run_dir / "config.json")
+    metrics = read_json(run_dir / "metrics.json")
+    history = read_csv(run_dir / "history.csv")
+    best = next(h for h in history if h["epoch"] == metrics["best_epoch"])
+    return {"name": cfg["model"], "params": count_params(create_model(cfg["model"])),
+            "epochs": len(history), "batch_size": cfg["batch_size"],
+            "train_accuracy": best["train_accuracy"], "val_accuracy": best["val_accuracy"],
+            "test_accuracy": metrics["test_accuracy"], "test_loss": metrics["test_loss"],
+            "train_seconds": sum(h["seconds"] for h in history), "best_epoch": metrics["best_epoch"],
+            "run_dir": str(run_dir)}
+
+
+def run_study(models: list[str], base: TrainConfig, out: Path, overwrite: bool = False) -> dict:
+    """Train and evaluate each model under the same settings, then compare them in a report."""
+    for name in models:
+        create_model(name)  # reject unknown names before hours of training
+    out = prepare_out_dir(out, overwrite)
+    data = load_data(base)
+    rows, metrics, histories, failures = [], {}, {}, []
+    for name in models:
+        cfg = dataclasses.replace(base, model=name)
+        try:
+            train_run(cfg, out / name, overwrite=True, data=data)
+        except DivergedError as e:
+            failures.append(f"{name}: {e}")
+            if not (out / name / "metrics.json").is_file():
+                continue
+        rows.append(summarize(out / name))
+        metrics[name] = read_json(out / name / "metrics.json")
+        histories[name] = read_csv(out / name / "history.csv")
+    flags = failures + [f for m in metrics.values() for f in m["diagnostics"]] + check_identical(metrics)
+    summary = {"models": rows, "diagnostics": flags,
+               "settings": {k: v for k, v in dataclasses.asdict(base).items() if k != "model"}}
+    write_json(out / "summary.json", summary)
+    if rows:
+        plots.compare_curves(histories, out / "val_curves.png")
+        plots.compare_f1({n: [m["classification_report"][c]["f1-score"] for c in CLASSES]
+                          for n, m in metrics.items()}, out / "f1.png")
+    write_study_report(out, rows, metrics, flags)
+    return summary
+
+
+def predict_files(run_dir: Path, paths: list[Path], top_k: int = 3) -> list[dict]:
+    """Top-k classes for each image file; a file that cannot be read gets an `error` instead."""
+    model, _ = load_run_model(run_dir)
+    results, images, where = [], [], []
+    for path in paths:
+        try:
+            images.append(load_image(path))
+            where.append(len(results))
+            results.append({"file": str(path)})
+        except FmnistError as e:
+            results.append({"file": str(path), "error": str(e)})
+    if images:
+        probs = predict_logits(model, torch.stack(images)).softmax(1)
+        top = probs.topk(min(top_k, len(CLASSES)), dim=1)
+        for i, (p, c) in zip(where, zip(top.values.tolist(), top.indices.tolist())):
+            results[i]["predictions"] = [{"class": CLASSES[k], "probability": v} for v, k in zip(p, c)]
+    return results
+
