@@ -60,7 +60,9 @@ def to_fashion_mnist(grey: np.ndarray) -> torch.Tensor:
         grey = 1.0 - grey
     grey = grey - np.median(np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]]))
     grey = np.clip(grey, 0.0, 1.0)
-    rows, cols = np.nonzero(grey > 0.1 * grey.max()) if grey.max() > 0 else ([], [])
+    if grey.max() > 0:  # stretch to the full range, as the dataset's images are
+        grey = grey / grey.max()
+    rows, cols = np.nonzero(grey > 0.2)  # the object's bounding box, ignoring faint noise
     if len(rows):
         grey = grey[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
     h, w = grey.shape

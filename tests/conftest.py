@@ -1,0 +1,66 @@
+"""Fixtures: tiny synthetic Fashion-MNIST folders (real IDX format, learnable classes) and an
+isolated user cache, so no test touches the real cache or the network."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fmnist import data
+from fmnist.idx import encode_idx
+
+
+def make_split(per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images whose class is written as a bright bar at a class-dependent row, plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(10), per_class).astype(np.uint8)
+    rng.shuffle(labels)
+    images = rng.integers(0, 60, size=(len(labels), 28, 28), dtype=np.uint8)
+    for i, c in enumerate(labels):
+        images[i, 2 + 2 * c:4 + 2 * c, 4:24] = 255
+    return images, labels
+
+
+def write_dataset(directory: Path, train_per_class: int = 20, test_per_class: int = 5,
+                  gz: bool = True) -> dict[str, str]:
+    """Write the four files; return the SHA-256 of each file's decompressed content."""
+    directory.mkdir(parents=True, exist_ok=True)
+    arrays = dict(zip(("train-images-idx3-ubyte", "train-labels-idx1-ubyte"), make_split(train_per_class, 1)))
+    arrays.update(zip(("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"), make_split(test_per_class, 2)))
+    sums = {}
+    for name, array in arrays.items():
+        raw = encode_idx(array)
+        sums[name] = hashlib.sha256(raw).hexdigest()
+        if gz:
+            (directory / f"{name}.gz").write_bytes(gzip.compress(raw))
+        else:
+            (directory / name).write_bytes(raw)
+    return sums
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch):
+    cache = tmp_path_factory.mktemp("xdg-cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    monkeypatch.delenv("FMNIST_DATA_DIR", raising=False)
+    monkeypatch.setenv("FMNIST_MIRRORS", "http://127.0.0.1:9/")  # never the real mirrors in tests
+    return cache / "fmnist"
+
+
+@pytest.fixture
+def synth_dir(tmp_path) -> Path:
+    write_dataset(tmp_path / "synth")
+    return tmp_path / "synth"
+
+
+@pytest.fixture
+def synth_verified(tmp_path, monkeypatch) -> Path:
+    """A synthetic folder whose checksums are the expected ones (data.SHA256 patched)."""
+    sums = write_dataset(tmp_path / "synth-ok")
+    monkeypatch.setattr(data, "SHA256", sums)
+    monkeypatch.setattr(data, "DEBIAN_DIR", tmp_path / "no-debian")
+    return tmp_path / "synth-ok"

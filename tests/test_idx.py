@@ -1,0 +1,63 @@
+import gzip
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from fmnist.errors import FmnistError
+from fmnist.idx import encode_idx, parse_idx, read_idx
+
+
+def test_round_trip_raw_and_gzip(tmp_path):
+    array = np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28)
+    (tmp_path / "raw").write_bytes(encode_idx(array))
+    (tmp_path / "z.gz").write_bytes(gzip.compress(encode_idx(array)))
+    assert np.array_equal(read_idx(tmp_path / "raw"), array)
+    assert np.array_equal(read_idx(tmp_path / "z.gz"), array)
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"\x00\x00\x0d\x03" + b"\x00" * 12, "magic"),  # float type, not ubyte
+    (b"\x01\x00\x08\x01\x00\x00\x00\x01\x05", "magic"),
+    (b"\x00\x00\x08\x03\x00\x00\x00\x02", "header"),  # ends inside the dimensions
+    (encode_idx(np.zeros((3, 4), np.uint8))[:-1], "header"),  # one byte short
+    (encode_idx(np.zeros((3, 4), np.uint8)) + b"\x00", "header"),  # one byte too many
+    (b"\x00\x00", "too short"),
+])
+def test_malformed_idx_is_rejected(data, message):
+    with pytest.raises(FmnistError, match=message):
+        parse_idx(data)
+
+
+def test_truncated_gzip_and_missing_file(tmp_path):
+    blob = gzip.compress(encode_idx(np.zeros((50, 28, 28), np.uint8)))
+    (tmp_path / "cut.gz").write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(FmnistError, match="corrupt or truncated"):
+        read_idx(tmp_path / "cut.gz")
+    with pytest.raises(FmnistError, match="missing"):
+        read_idx(tmp_path / "absent")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_random_bytes_give_an_array_or_our_error(blob):
+    try:
+        out = parse_idx(blob)
+    except FmnistError:
+        return
+    assert out.dtype == np.uint8 and out.size == len(blob) - 4 - 4 * out.ndim
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_mutated_valid_files_give_an_array_or_our_error(draw):
+    blob = bytearray(encode_idx(np.ones((2, 3, 3), np.uint8)))
+    for _ in range(draw.draw(st.integers(1, 4))):
+        pos = draw.draw(st.integers(0, len(blob) - 1))
+        blob[pos] = draw.draw(st.integers(0, 255))
+    cut = draw.draw(st.integers(0, len(blob)))
+    try:
+        out = parse_idx(bytes(blob[:cut]))
+    except FmnistError:
+        return
+    assert isinstance(out, np.ndarray)

@@ -1,0 +1,45 @@
+import pytest
+import torch
+
+from fmnist.errors import UsageError
+from fmnist.models import count_params, create_model, list_models, register_model
+
+STUDY_PARAMS = {"shallow": 101_770, "simple_cnn": 693_962, "deep_cnn": 241_546, "deeper_cnn": 1_779_370}
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_gives_logits_and_gradients(name):
+    torch.manual_seed(0)
+    model = create_model(name).train()
+    out = model(torch.rand(4, 1, 28, 28))
+    assert out.shape == (4, 10) and torch.isfinite(out).all()
+    torch.nn.functional.cross_entropy(out, torch.arange(4)).backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+        assert p.grad.abs().sum() > 0, f"{pname} gets no gradient"
+
+
+@pytest.mark.parametrize("name, params", STUDY_PARAMS.items())
+def test_study_models_have_the_specified_sizes(name, params):
+    assert count_params(create_model(name)) == params
+
+
+def test_deep_and_simple_cnn_differ():
+    # the original study reported its deep CNN with the simple CNN's figures
+    assert str(create_model("deep_cnn")) != str(create_model("simple_cnn"))
+
+
+def test_registry_rejects_duplicates_and_unknown_names(monkeypatch):
+    from fmnist.models import registry
+
+    monkeypatch.setattr(registry, "_BUILDERS", dict(registry._BUILDERS))  # undone after the test
+
+    def probe_model():
+        return torch.nn.Linear(1, 1)
+
+    register_model(probe_model)
+    assert "probe_model" in list_models()
+    with pytest.raises(ValueError, match="already registered"):
+        register_model(probe_model)
+    with pytest.raises(UsageError, match="unknown model 'resnet1000'.*shallow"):
+        create_model("resnet1000")

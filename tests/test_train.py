@@ -1,0 +1,92 @@
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fmnist.config import TrainConfig
+from fmnist.infer import layout, predict_logits, prepare
+from fmnist.models import create_model
+from fmnist.train import DivergedError, fit
+
+CFG = TrainConfig(epochs=2, batch_size=16, quiet=True)
+
+
+def data(n=96, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+@pytest.mark.parametrize("name", ["simple_cnn", "deep_cnn", "deeper_cnn"])
+def test_channels_last_gives_the_plain_results(name):
+    torch.manual_seed(0)
+    plain = create_model(name).eval()
+    fast = prepare(create_model(name), torch.device("cpu")).eval()
+    fast.load_state_dict(plain.state_dict())
+    x, _ = data(8)
+    assert torch.allclose(plain(x), fast(layout(fast, x)), atol=1e-5)
+
+
+def test_fused_adam_matches_the_reference_loop():
+    torch.manual_seed(0)
+    a, b = create_model("deep_cnn"), create_model("deep_cnn")
+    b.load_state_dict(a.state_dict())
+    opt_a = torch.optim.Adam(a.parameters(), 1e-3, foreach=False, fused=False)
+    opt_b = torch.optim.Adam(b.parameters(), 1e-3, fused=True)
+    x, y = data(32)
+    for model, opt in ((a, opt_a), (b, opt_b)):
+        torch.manual_seed(1)  # same dropout masks
+        for _ in range(3):
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.allclose(pa, pb, atol=1e-5)
+
+
+def test_batched_inference_matches_one_batch():
+    torch.manual_seed(0)
+    model = create_model("deep_cnn").eval()
+    x, _ = data(50)
+    with torch.no_grad():
+        whole = model(x)
+    assert torch.allclose(predict_logits(model, x, batch_size=7), whole, atol=1e-5)
+
+
+def run(cfg, seed_data=0):
+    torch.manual_seed(cfg.seed)
+    model = prepare(create_model(cfg.model), torch.device("cpu"))
+    train, val = data(96, seed_data), data(32, seed_data + 1)
+    return fit(model, train, val, cfg), model
+
+
+def test_same_seed_same_history_and_weights():
+    cfg = dataclasses.replace(CFG, model="deep_cnn")
+    (h1, m1), (h2, m2) = run(cfg), run(cfg)
+    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in h1]
+    assert strip == [{k: v for k, v in h.items() if k != "seconds"} for h in h2]
+    assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
+
+
+def test_training_learns_a_learnable_task():
+    torch.manual_seed(0)
+    x = torch.zeros(200, 1, 28, 28)
+    y = torch.arange(10).repeat(20)
+    for i, c in enumerate(y):
+        x[i, 0, 2 + 2 * c] = 1.0
+    model = create_model("shallow")
+    cfg = dataclasses.replace(CFG, epochs=5)
+    history = fit(model, (x, y), (x[:50], y[:50]), cfg)
+    assert history[-1]["val_accuracy"] == 1.0 and history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+def test_nan_loss_stops_with_epoch_and_step():
+    x, y = data(64)
+    x[40] = float("nan")  # poisons whichever step draws image 40
+    with pytest.raises(DivergedError, match=r"epoch 1, step \d+"):
+        fit(create_model("shallow"), (x, y), data(16), CFG)
+
+
+def test_batch_larger_than_data_is_refused():
+    with pytest.raises(Exception, match="larger than"):
+        fit(create_model("shallow"), data(10), data(10), dataclasses.replace(CFG, batch_size=32))
