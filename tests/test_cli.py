@@ -113,3 +113,14 @@ def test_corrupt_data_file_is_one_line(trained, tmp_path, capsys):
 def test_non_empty_output_folder_needs_overwrite(trained, capsys):
     got, _, err = run(capsys, "train", "shallow", "--out", trained / "run", "--data-dir", trained / "data")
     assert got == 1 and "--overwrite" in err
+
+
+def test_bench_writes_its_json(trained, tmp_path, capsys):
+    code, out, _ = run(capsys, "bench", "--models", "shallow", "simple_cnn", "--batch-size", "16",
+                       "--data-dir", trained / "data", "--no-verify", "--json", tmp_path / "b.json", "--quiet")
+    result = json.loads((tmp_path / "b.json").read_text())
+    assert code == 0 and result["matmul_gflops"] > 0 and "simple_cnn" in out
+    for row in result["models"]:
+        assert {"name", "epoch_seconds", "train_images_per_second", "predict_test_seconds", "latency_ms",
+                "peak_rss_mb", "train_gflops", "predict_gflops"} <= set(row)
+        assert row["epoch_seconds"] > 0 and row["latency_ms"] > 0

@@ -18,6 +18,7 @@ from pathlib import Path
 from .config import make_config, read_toml
 from .data import CLASSES, class_counts, load_fashion_mnist
 from .errors import FmnistError, UsageError
+from .files import read_json, write_json
 from .models import count_params, create_model, describe, flops_per_image, list_models
 
 
@@ -71,15 +72,31 @@ def cmd_models(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .workflow import train_run
-    cfg = config_from(args, model=args.model)
-    out = Path(args.out or f"runs/{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}")
-    metrics = train_run(cfg, out, overwrite=args.overwrite)
-    print(f"{cfg.model}: test accuracy {metrics['test_accuracy']:.4f}, loss {metrics['test_loss']:.4f} "
+    from .workflow import resume_run, train_run
+    if args.resume:
+        if args.model or args.out or args.config:
+            raise UsageError("--resume RUN_DIR takes no MODEL, --out or --config: the run folder has them")
+        given = {f.name: getattr(args, f.name) for f in dataclasses.fields(make_config())
+                 if hasattr(args, f.name)}
+        out = Path(args.resume)
+        metrics = resume_run(out, given)
+        model = read_config_model(out)
+    else:
+        if not args.model:
+            raise UsageError("fmnist train: give a MODEL, or --resume RUN_DIR")
+        cfg = config_from(args, model=args.model)
+        out = Path(args.out or f"runs/{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}")
+        metrics = train_run(cfg, out, overwrite=args.overwrite)
+        model = cfg.model
+    print(f"{model}: test accuracy {metrics['test_accuracy']:.4f}, loss {metrics['test_loss']:.4f} "
           f"(best epoch {metrics['best_epoch']}); run folder {out}")
     for flag in metrics["diagnostics"]:
         print(f"warning: {flag}", file=sys.stderr)
     return 0
+
+
+def read_config_model(run_dir: Path) -> str:
+    return make_config(read_json(run_dir / "config.json")).model
 
 
 def cmd_evaluate(args) -> int:
@@ -121,6 +138,26 @@ def cmd_predict(args) -> int:
     return 1 if any("error" in r for r in results) else 0
 
 
+def cmd_bench(args) -> int:
+    from .bench import run_bench
+    if args.epochs < 1 or args.batch_size < 1:
+        raise UsageError("--epochs and --batch-size must be at least 1")
+    data = load_fashion_mnist(args.data_dir, verify=args.verify is not False, progress=not args.quiet)
+    result = run_bench(data, args.models, args.batch_size, args.epochs, args.device or "auto", args.quiet)
+    m = result["machine"]
+    print(f"{m['cpu']} ({m['cores']} cores, {m['torch_threads']} threads), torch {m['torch']}, "
+          f"device {m['device']}; fp32 matmul {result['matmul_gflops']:.0f} GFLOP/s")
+    print(f"{'model':<12} {'epoch s':>8} {'img/s':>8} {'predict s':>9} {'latency ms':>10} "
+          f"{'train GF/s':>10} {'pred GF/s':>9} {'RSS MB':>7}")
+    for r in result["models"]:
+        print(f"{r['name']:<12} {r['epoch_seconds']:>8.2f} {r['train_images_per_second']:>8.0f} "
+              f"{r['predict_test_seconds']:>9.3f} {r['latency_ms']:>10.3f} {r['train_gflops']:>10.1f} "
+              f"{r['predict_gflops']:>9.1f} {r['peak_rss_mb']:>7.0f}")
+    if args.json:
+        write_json(Path(args.json), result)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="fmnist", description="Train, compare and use Fashion-MNIST classifiers.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
@@ -137,8 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("train", help="train one model into a run folder")
-    p.add_argument("model", help=f"one of: {', '.join(list_models())}")
+    p.add_argument("model", nargs="?", help=f"one of: {', '.join(list_models())}")
     p.add_argument("--out", help="run folder (default runs/MODEL-TIMESTAMP)")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue an interrupted run from RUN_DIR/last.pt (--epochs may raise its length)")
     add_train_flags(p)
     p.set_defaults(func=cmd_train)
 
@@ -159,12 +198,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=3, help="classes to show per image (default 3)")
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("bench", help="measure training and prediction speed on the real data")
+    p.add_argument("--models", nargs="+", metavar="MODEL",
+                   default=["shallow", "simple_cnn", "deep_cnn", "deeper_cnn"],
+                   help="models to measure (default: the study's four)")
+    p.add_argument("--batch-size", type=int, default=32, help="training batch size (default 32)")
+    p.add_argument("--epochs", type=int, default=1, help="measured epochs after a warm-up (default 1)")
+    p.add_argument("--device", help="auto, cpu, cuda (default auto)")
+    p.add_argument("--data-dir", help="folder with the four Fashion-MNIST files (default: discover)")
+    p.add_argument("--no-verify", dest="verify", action="store_const", const=False,
+                   help="accept files whose SHA-256 does not match")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]  # accepted anywhere on the line
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
@@ -176,6 +230,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fmnist: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # a disk full or a permission denied that no lower layer expected
+        if debug:
+            traceback.print_exc()
+        print(f"fmnist: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

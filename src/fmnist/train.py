@@ -6,7 +6,10 @@ accuracy); each holds model, optimizer, config, epoch, history and the random st
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,35 @@ class DivergedError(FmnistError):
         super().__init__(f"loss became NaN or infinite at epoch {epoch}, step {step}; "
                          "the last good checkpoint is kept (try a lower --lr)")
         self.epoch, self.step = epoch, step
+
+
+class Interrupted(FmnistError):
+    """Ctrl-C or SIGTERM during training; the run can be resumed from last.pt."""
+
+    exit_code = 130
+
+    def __init__(self, epoch: int, run_dir: Path | None):
+        where = (f"; epochs 1-{epoch - 1} are saved, resume with: fmnist train --resume {run_dir}"
+                 if run_dir is not None and epoch > 1 else "")
+        super().__init__(f"interrupted during epoch {epoch}{where}")
+        self.epoch = epoch
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Treat SIGTERM like Ctrl-C while training, so both stop the run the same way."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -90,6 +122,20 @@ def train_epoch(model, optimizer, images, labels, batch_size, generator, bar, ep
     return losses.sum().item() / n, correct.item() / n
 
 
+def _one_epoch(model, optimizer, train, val, cfg, generator, steps, epoch) -> dict:
+    start = time.perf_counter()
+    with tqdm(total=steps, desc=f"{cfg.model} epoch {epoch}/{cfg.epochs}", unit="step",
+              disable=cfg.quiet, leave=False) as bar:
+        train_loss, train_acc = train_epoch(model, optimizer, *train, cfg.batch_size, generator, bar, epoch)
+    seconds = time.perf_counter() - start
+    val_loss, val_acc = loss_accuracy(predict_logits(model, val[0]), val[1].cpu())
+    if not cfg.quiet:
+        tqdm.write(f"{cfg.model} epoch {epoch}/{cfg.epochs}: loss {train_loss:.4f} acc {train_acc:.4f} "
+                   f"| val loss {val_loss:.4f} acc {val_acc:.4f} | {seconds:.1f}s")
+    return {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc, "val_loss": val_loss,
+            "val_accuracy": val_acc, "lr": optimizer.param_groups[0]["lr"], "seconds": seconds}
+
+
 def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
         cfg: TrainConfig, run_dir: Path | None = None, resume: dict[str, Any] | None = None) -> list[dict]:
     """Train `model` (already on its device) and return the history, one dict per epoch.
@@ -108,26 +154,21 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], val: tuple[t
         restore(model, optimizer, generator, resume)
         history, best = list(resume["history"]), resume["best_val_accuracy"]
     steps = (len(images) + cfg.batch_size - 1) // cfg.batch_size
-    for epoch in range(len(history) + 1, cfg.epochs + 1):
-        start = time.perf_counter()
-        with tqdm(total=steps, desc=f"{cfg.model} epoch {epoch}/{cfg.epochs}", unit="step",
-                  disable=cfg.quiet, leave=False) as bar:
-            train_loss, train_acc = train_epoch(model, optimizer, images, labels, cfg.batch_size,
-                                                generator, bar, epoch)
-        seconds = time.perf_counter() - start
-        val_loss, val_acc = loss_accuracy(predict_logits(model, val[0]), val[1].cpu())
-        history.append({"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
-                        "val_loss": val_loss, "val_accuracy": val_acc,
-                        "lr": optimizer.param_groups[0]["lr"], "seconds": seconds})
-        if not cfg.quiet:
-            tqdm.write(f"{cfg.model} epoch {epoch}/{cfg.epochs}: loss {train_loss:.4f} "
-                       f"acc {train_acc:.4f} | val loss {val_loss:.4f} acc {val_acc:.4f} | {seconds:.1f}s")
-        improved = val_acc > best
-        best = max(best, val_acc)
-        if run_dir is not None:
-            state = _state(model, optimizer, cfg, epoch, history, best, generator)
-            if improved:
-                save_checkpoint(run_dir / "best.pt", state)
-            save_checkpoint(run_dir / "last.pt", state)
-            write_csv(run_dir / "history.csv", history)
+    epoch = len(history) + 1
+    try:
+        with sigterm_as_interrupt():
+            for epoch in range(len(history) + 1, cfg.epochs + 1):
+                row = _one_epoch(model, optimizer, train, val, cfg, generator, steps, epoch)
+                history.append(row)
+                improved = row["val_accuracy"] > best
+                best = max(best, row["val_accuracy"])
+                if run_dir is not None:
+                    # Checkpoints are renamed into place, so an interrupt here leaves whole files.
+                    state = _state(model, optimizer, cfg, epoch, history, best, generator)
+                    if improved:
+                        save_checkpoint(run_dir / "best.pt", state)
+                    save_checkpoint(run_dir / "last.pt", state)
+                    write_csv(run_dir / "history.csv", history)
+    except KeyboardInterrupt:
+        raise Interrupted(epoch, run_dir) from None
     return history

@@ -14,7 +14,7 @@ from . import plots
 from .config import TrainConfig, make_config
 from .data import CLASSES, FashionMNIST, load_fashion_mnist, stratified_split
 from .diagnostics import check_identical, check_run
-from .errors import FmnistError
+from .errors import FmnistError, UsageError
 from .evaluate import metrics_from_logits
 from .files import load_checkpoint, prepare_out_dir, read_csv, read_json, write_json
 from .images import load_image
@@ -54,6 +54,39 @@ def train_run(cfg: TrainConfig, out: Path, overwrite: bool = False,
         if (run_dir / "best.pt").is_file():
             evaluate_run(run_dir, data)
         raise
+    return evaluate_run(run_dir, data)
+
+
+def resume_run(run_dir: Path, overrides: dict | None = None) -> dict:
+    """Continue a run from its last.pt (after Ctrl-C, SIGTERM or a crash), then evaluate it.
+
+    With the same seed on the same machine the result equals an uninterrupted run.
+    `overrides` may raise `epochs` or change where and how quietly it runs, nothing else.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FmnistError(f"run folder {run_dir} does not exist")
+    saved = read_json(run_dir / "config.json")
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    fixed = set(overrides) - {"epochs", "device", "quiet", "data_dir", "verify"}
+    if fixed:
+        raise UsageError(f"cannot change {', '.join(sorted(fixed))} when resuming; start a new run instead")
+    cfg = make_config(saved, overrides)
+    state = load_checkpoint(run_dir / "last.pt")
+    if state["config"].get("model") != cfg.model:
+        raise FmnistError(f"{run_dir / 'last.pt'} is not a checkpoint of this run's {cfg.model!r} model")
+    write_json(run_dir / "config.json", dataclasses.asdict(cfg))
+    data = load_data(cfg)
+    device = resolve_device(cfg.device)
+    train, val = split(data, cfg, device)
+    model = prepare(create_model(cfg.model), device)
+    if state["epoch"] < cfg.epochs:
+        try:
+            fit(model, train, val, cfg, run_dir, resume=state)
+        except DivergedError as e:
+            write_json(run_dir / "diverged.json", {"epoch": e.epoch, "step": e.step})
+            raise
+    (run_dir / "diverged.json").unlink(missing_ok=True)
     return evaluate_run(run_dir, data)
 
 

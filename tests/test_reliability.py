@@ -1,0 +1,217 @@
+"""Runs that fail loudly and survive being stopped: NaN, SIGTERM and resume, bad checkpoints,
+crash-safe writes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from fmnist import files
+from fmnist.cli import main
+from fmnist.models import registry
+
+from conftest import write_dataset
+
+
+def cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    write_dataset(tmp_path / "data", train_per_class=30)
+    return tmp_path / "data"
+
+
+def train_args(data_dir, out, *extra):
+    return ["train", "--data-dir", data_dir, "--no-verify", "--out", out, "--quiet", "--device", "cpu", *extra]
+
+
+def weights(path):
+    return torch.load(path, weights_only=True)["model"]
+
+
+def history_without_time(run):
+    rows = files.read_csv(run / "history.csv")
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+def test_resumed_run_equals_uninterrupted_run(data_dir, tmp_path, capsys):
+    assert cli(capsys, *train_args(data_dir, tmp_path / "full", "deep_cnn", "--epochs", "3", "--batch-size", "16"))[0] == 0
+    assert cli(capsys, *train_args(data_dir, tmp_path / "part", "deep_cnn", "--epochs", "1", "--batch-size", "16"))[0] == 0
+    assert cli(capsys, "train", "--resume", tmp_path / "part", "--epochs", "3", "--quiet")[0] == 0
+    full, part = weights(tmp_path / "full" / "last.pt"), weights(tmp_path / "part" / "last.pt")
+    assert all(torch.equal(full[k], part[k]) for k in full)  # bit for bit on CPU
+    assert history_without_time(tmp_path / "full") == history_without_time(tmp_path / "part")
+    m_full = json.loads((tmp_path / "full" / "metrics.json").read_text())
+    m_part = json.loads((tmp_path / "part" / "metrics.json").read_text())
+    assert m_full["test_accuracy"] == m_part["test_accuracy"] and m_full["test_loss"] == m_part["test_loss"]
+
+
+def test_sigterm_saves_and_resume_matches(tmp_path, capsys):
+    write_dataset(tmp_path / "data", train_per_class=400)  # epochs long enough to be caught mid-way
+    args = train_args(tmp_path / "data", tmp_path / "killed", "deep_cnn", "--epochs", "4")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "fmnist", *map(str, args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    history = tmp_path / "killed" / "history.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if history.is_file() and len(history.read_text().splitlines()) >= 2:
+            break  # epoch 1 is saved; epoch 2 is running
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted during epoch 2" in err and "--resume" in err and "Traceback" not in err
+    assert files.load_checkpoint(tmp_path / "killed" / "last.pt")["epoch"] == 1
+
+    assert cli(capsys, "train", "--resume", tmp_path / "killed", "--quiet")[0] == 0
+    assert cli(capsys, *train_args(tmp_path / "data", tmp_path / "whole", "deep_cnn", "--epochs", "4"))[0] == 0
+    a, b = weights(tmp_path / "killed" / "last.pt"), weights(tmp_path / "whole" / "last.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert history_without_time(tmp_path / "killed") == history_without_time(tmp_path / "whole")
+
+
+class NanAfter(nn.Module):
+    """Learns normally for `steps` training steps, then returns NaN logits."""
+
+    def __init__(self, steps: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+        self.steps, self.calls = steps, 0
+
+    def forward(self, x):
+        out = self.net(x)
+        if self.training:
+            self.calls += 1
+            if self.calls > self.steps:
+                return out * float("nan")
+        return out
+
+
+def test_nan_loss_stops_loudly_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(registry, "_BUILDERS", dict(registry._BUILDERS))
+
+    @registry.register_model
+    def nan_after_12():
+        return NanAfter(12)
+
+    code, _, err = cli(capsys, *train_args(data_dir, tmp_path / "run", "nan_after_12", "--batch-size", "32"))
+    # 270 training images, batch 32: 9 steps per epoch, so step 13 is epoch 2, step 4
+    assert code == 1 and "epoch 2, step 4" in err and len(err.strip().splitlines()) == 1
+    run = tmp_path / "run"
+    assert files.load_checkpoint(run / "best.pt")["epoch"] == 1
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert any("NaN" in d and "epoch 2, step 4" in d for d in metrics["diagnostics"])
+    assert "epoch 2, step 4" in (run / "report.html").read_text()
+
+
+@pytest.fixture
+def run_dir(data_dir, tmp_path, capsys):
+    assert cli(capsys, *train_args(data_dir, tmp_path / "run", "shallow", "--epochs", "1"))[0] == 0
+    return tmp_path / "run"
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("missing", "missing checkpoint"),
+    ("truncated", "not a readable checkpoint"),
+    ("garbage", "not a readable checkpoint"),
+    ("foreign", "not an fmnist checkpoint"),
+    ("other model", "holds a 'deep_cnn' model"),
+    ("no config", "missing file"),
+])
+def test_damaged_runs_are_one_line_errors(run_dir, tmp_path, capsys, damage, message):
+    best = run_dir / "best.pt"
+    if damage == "missing":
+        best.unlink()
+    elif damage == "truncated":
+        best.write_bytes(best.read_bytes()[:500])
+    elif damage == "garbage":
+        best.write_bytes(os.urandom(2000))
+    elif damage == "foreign":
+        torch.save({"state_dict": {"w": torch.zeros(2)}}, best)
+    elif damage == "other model":
+        state = torch.load(best, weights_only=True)
+        state["config"]["model"] = "deep_cnn"
+        torch.save(state, best)
+    else:
+        (run_dir / "config.json").unlink()
+    for argv in (["evaluate", run_dir], ["predict", run_dir, run_dir / "curves.png"]):
+        code, _, err = cli(capsys, *argv)
+        assert code == 1 and message in err and len(err.strip().splitlines()) == 1, (argv, err)
+
+
+def test_weights_of_the_wrong_shape_are_refused(run_dir, capsys):
+    state = torch.load(run_dir / "best.pt", weights_only=True)
+    state["model"] = {k: v[:1] for k, v in state["model"].items()}
+    torch.save(state, run_dir / "best.pt")
+    code, _, err = cli(capsys, "evaluate", run_dir)
+    assert code == 1 and "does not fit model 'shallow'" in err
+
+
+def test_resume_refuses_to_change_the_recipe(run_dir, capsys):
+    code, _, err = cli(capsys, "train", "--resume", run_dir, "--lr", "0.1")
+    assert code == 2 and "cannot change lr" in err
+
+
+def test_crash_during_a_checkpoint_write_keeps_the_old_file(run_dir, monkeypatch):
+    before = (run_dir / "best.pt").read_bytes()
+
+    def broken_save(obj, path):
+        with open(path, "wb") as f:
+            f.write(b"half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(files.torch, "save", broken_save)
+    with pytest.raises(OSError):
+        files.save_checkpoint(run_dir / "best.pt", {"model": {}})
+    assert (run_dir / "best.pt").read_bytes() == before
+    assert not [p for p in run_dir.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("argv, code, message", [
+    (["shallow", "--out", "{tmp}/file/sub"], 1, "cannot write to output folder"),
+    (["shallow", "--batch-size", "100000"], 2, "larger than the"),
+    (["shallow", "--config", "{tmp}/bad.toml"], 2, "unknown config key 'learning_rate'"),
+])
+def test_command_errors(data_dir, tmp_path, capsys, argv, code, message):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "bad.toml").write_text("learning_rate = 0.1\n")
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    if "--out" not in argv:
+        argv += ["--out", str(tmp_path / "o")]
+    got, _, err = cli(capsys, "train", "--data-dir", data_dir, "--no-verify", "--quiet", *argv)
+    assert got == code and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_debug_shows_the_traceback(capsys):
+    code, _, err = cli(capsys, "evaluate", "/nonexistent/run", "--debug")
+    assert code == 1 and "Traceback" in err and err.strip().endswith("does not exist")
+
+
+@pytest.mark.parametrize("problem, message", [("labels out of range", "outside 0-9"),
+                                              ("wrong dimensions", "not N×28×28")])
+def test_bad_idx_content(tmp_path, capsys, problem, message):
+    import gzip
+
+    import numpy as np
+
+    from fmnist.idx import encode_idx
+    write_dataset(tmp_path / "d")
+    if problem == "labels out of range":
+        blob = encode_idx(np.full(200, 11, np.uint8))
+        (tmp_path / "d" / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(blob))
+    else:
+        blob = encode_idx(np.zeros((200, 27, 29), np.uint8))
+        (tmp_path / "d" / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(blob))
+    code, _, err = cli(capsys, "data", "--data-dir", tmp_path / "d", "--no-verify")
+    assert code == 1 and message in err
