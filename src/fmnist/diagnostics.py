@@ -34,7 +34,7 @@ def check_run(name: str, metrics: dict, history: list[dict], diverged: dict | No
     if history:
         last = history[-1]
         gap = last["train_accuracy"] - last["val_accuracy"]
-        best_epoch = min(history, key=lambda h: h["val_loss"])["epoch"]
+        best_epoch = int(min(history, key=lambda h: h["val_loss"])["epoch"])
         if gap > GAP:
             flags.append(f"{name}: over-fitting: train accuracy {last['train_accuracy']:.1%} vs "
                          f"validation {last['val_accuracy']:.1%} (gap {gap:.1%}) after the last epoch.")
