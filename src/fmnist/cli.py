@@ -27,6 +27,12 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
+def add_data_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="folder with the four Fashion-MNIST files (default: discover)")
+    p.add_argument("--no-verify", dest="verify", action="store_const", const=False,
+                   help="use data files whose SHA-256 does not match (explicit opt-in)")
+
+
 def add_train_flags(p: argparse.ArgumentParser) -> None:
     """Flags that map one-to-one onto TrainConfig fields; None means 'not given'."""
     p.add_argument("--epochs", type=int, help="passes over the training split (default 10)")
@@ -36,9 +42,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="stratified fraction of the training set held out for validation (default 0.1)")
     p.add_argument("--seed", type=int, help="seed for initialisation, split and shuffling (default 0)")
     p.add_argument("--device", help="auto (CUDA if present, else CPU), cpu, cuda, cuda:N (default auto)")
-    p.add_argument("--data-dir", help="folder with the four Fashion-MNIST files (default: discover)")
-    p.add_argument("--no-verify", dest="verify", action="store_const", const=False,
-                   help="use data files whose SHA-256 does not match (explicit opt-in)")
+    add_data_flags(p)
     p.add_argument("--config", metavar="FILE.toml", help="TOML file of config keys; flags override it")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     p.add_argument("--quiet", action="store_const", const=True, help="no progress bars")
@@ -164,9 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     p = sub.add_parser("data", help="find or fetch the dataset, verify it, show per-class counts")
-    p.add_argument("--data-dir", help="folder with the four Fashion-MNIST files (default: discover)")
-    p.add_argument("--no-verify", dest="verify", action="store_const", const=False,
-                   help="accept files whose SHA-256 does not match")
+    add_data_flags(p)
     p.add_argument("--quiet", action="store_true", help="no download progress bar")
     p.set_defaults(func=cmd_data)
 
@@ -206,9 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32, help="training batch size (default 32)")
     p.add_argument("--epochs", type=int, default=1, help="measured epochs after a warm-up (default 1)")
     p.add_argument("--device", help="auto, cpu, cuda (default auto)")
-    p.add_argument("--data-dir", help="folder with the four Fashion-MNIST files (default: discover)")
-    p.add_argument("--no-verify", dest="verify", action="store_const", const=False,
-                   help="accept files whose SHA-256 does not match")
+    add_data_flags(p)
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_bench)
