@@ -48,10 +48,14 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_const", const=True, help="no progress bars")
 
 
+def given_flags(args: argparse.Namespace) -> dict:
+    """The TrainConfig fields among the parsed flags (None where a flag was not given)."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(make_config())
+            if hasattr(args, f.name)}
+
+
 def config_from(args: argparse.Namespace, **fixed):
-    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(make_config())
-             if hasattr(args, f.name)}
-    return make_config(read_toml(args.config) if args.config else {}, flags, fixed)
+    return make_config(read_toml(args.config) if args.config else {}, given_flags(args), fixed)
 
 
 def cmd_data(args) -> int:
@@ -80,10 +84,8 @@ def cmd_train(args) -> int:
     if args.resume:
         if args.model or args.out or args.config:
             raise UsageError("--resume RUN_DIR takes no MODEL, --out or --config: the run folder has them")
-        given = {f.name: getattr(args, f.name) for f in dataclasses.fields(make_config())
-                 if hasattr(args, f.name)}
         out = Path(args.resume)
-        metrics = resume_run(out, given)
+        metrics = resume_run(out, given_flags(args))
         model = read_config_model(out)
     else:
         if not args.model:

@@ -47,10 +47,19 @@ def train_run(cfg: TrainConfig, out: Path, overwrite: bool = False,
     train, val = split(data, cfg, device)
     torch.manual_seed(cfg.seed)
     model = prepare(create_model(cfg.model), device)
+    return fit_then_evaluate(model, train, val, cfg, run_dir, data)
+
+
+def fit_then_evaluate(model, train, val, cfg: TrainConfig, run_dir: Path, data: FashionMNIST,
+                      resume: dict | None = None) -> dict:
+    """Train, then evaluate best.pt. A diverged run is marked in diverged.json, its last good
+    checkpoint is still evaluated (so the report says what happened), and the error is re-raised."""
+    marker = run_dir / "diverged.json"
+    marker.unlink(missing_ok=True)  # a marker from an earlier attempt no longer applies
     try:
-        fit(model, train, val, cfg, run_dir)
+        fit(model, train, val, cfg, run_dir, resume=resume)
     except DivergedError as e:
-        write_json(run_dir / "diverged.json", {"epoch": e.epoch, "step": e.step})
+        write_json(marker, {"epoch": e.epoch, "step": e.step})
         if (run_dir / "best.pt").is_file():
             evaluate_run(run_dir, data)
         raise
@@ -80,14 +89,7 @@ def resume_run(run_dir: Path, overrides: dict | None = None) -> dict:
     device = resolve_device(cfg.device)
     train, val = split(data, cfg, device)
     model = prepare(create_model(cfg.model), device)
-    if state["epoch"] < cfg.epochs:
-        try:
-            fit(model, train, val, cfg, run_dir, resume=state)
-        except DivergedError as e:
-            write_json(run_dir / "diverged.json", {"epoch": e.epoch, "step": e.step})
-            raise
-    (run_dir / "diverged.json").unlink(missing_ok=True)
-    return evaluate_run(run_dir, data)
+    return fit_then_evaluate(model, train, val, cfg, run_dir, data, resume=state)
 
 
 def load_run_model(run_dir: Path, checkpoint: str = "best.pt", device: str = "cpu"):
