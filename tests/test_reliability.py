@@ -41,7 +41,7 @@ def weights(path):
 
 def history_without_time(run):
     rows = files.read_csv(run / "history.csv")
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+    return [{k: v for k, v in r.items() if k not in ("seconds", "elapsed")} for r in rows]
 
 
 def test_resumed_run_equals_uninterrupted_run(data_dir, tmp_path, capsys):
@@ -72,7 +72,9 @@ def test_sigterm_saves_and_resume_matches(tmp_path, capsys):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted during epoch 2" in err and "--resume" in err and "Traceback" not in err
-    assert files.load_checkpoint(tmp_path / "killed" / "last.pt")["epoch"] == 1
+    saved = files.load_checkpoint(tmp_path / "killed" / "last.pt")
+    assert saved["epoch"] == 2 and 0 <= saved["partial"]["step"] < 125  # mid-epoch, at a step boundary
+    assert f"step {saved['partial']['step']} of epoch 2" in err
 
     assert cli(capsys, "train", "--resume", tmp_path / "killed", "--quiet")[0] == 0
     assert cli(capsys, *train_args(tmp_path / "data", tmp_path / "whole", "deep_cnn", "--epochs", "4"))[0] == 0

@@ -16,7 +16,7 @@ from .config import TrainConfig
 from .data import FashionMNIST, stratified_split
 from .infer import layout, predict_logits, prepare, resolve_device
 from .models import create_model, flops_per_image
-from .train import make_optimizer, train_epoch
+from .train import epoch_data, make_trainer, train_epoch
 
 WARMUP_STEPS = 30
 
@@ -62,18 +62,19 @@ def bench_model(name: str, data: FashionMNIST, batch_size: int, epochs: int, dev
     x, y = data.train_images[train_idx].to(device), data.train_labels[train_idx].to(device)
     torch.manual_seed(0)
     model = prepare(create_model(name), device)
-    optimizer = make_optimizer(model, cfg)
+    steps = (len(x) + batch_size - 1) // batch_size
+    trainer = make_trainer(model, cfg, steps)
     gen = torch.Generator().manual_seed(0)
     with tqdm(disable=True) as bar:  # warm-up: allocator, oneDNN kernel choice
-        train_epoch(model, optimizer, x[:WARMUP_STEPS * batch_size], y[:WARMUP_STEPS * batch_size],
-                    batch_size, gen, bar, 0)
+        warm = min(len(x), WARMUP_STEPS * batch_size)
+        train_epoch(trainer, x[:warm], y[:warm], torch.randperm(warm, generator=gen).to(device), batch_size, bar, 0)
     seconds = []
     for epoch in range(epochs):
         _sync(device)
         start = time.perf_counter()
-        with tqdm(total=(len(x) + batch_size - 1) // batch_size, desc=f"bench {name}",
-                  disable=quiet, leave=False) as bar:
-            train_epoch(model, optimizer, x, y, batch_size, gen, bar, epoch + 1)
+        with tqdm(total=steps, desc=f"bench {name}", disable=quiet, leave=False) as bar:
+            order, images = epoch_data(x, cfg, gen)
+            train_epoch(trainer, images, y, order, batch_size, bar, epoch + 1)
         _sync(device)
         seconds.append(time.perf_counter() - start)
     epoch_s = statistics.median(seconds)

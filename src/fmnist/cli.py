@@ -15,7 +15,7 @@ import time
 import traceback
 from pathlib import Path
 
-from .config import make_config, read_toml
+from .config import list_recipes, make_config, read_recipe, read_toml
 from .data import CLASSES, class_counts, load_fashion_mnist
 from .errors import FmnistError, UsageError
 from .files import read_json, write_json
@@ -33,6 +33,21 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
                    help="use data files whose SHA-256 does not match (explicit opt-in)")
 
 
+RECIPE_FLAGS = [
+    ("--optimizer", str, "adam (default), adamw, or sgd with Nesterov momentum"),
+    ("--momentum", float, "SGD momentum (default 0.9)"),
+    ("--weight-decay", float, "on weights, not biases or BatchNorm (default 0)"),
+    ("--schedule", str, "learning rate per step: constant (default), onecycle, cosine"),
+    ("--warmup", float, "fraction of the steps with a linear warm-up (default 0)"),
+    ("--label-smoothing", float, "default 0"),
+    ("--augment", str, "comma-separated: crop, flip, erase (default none)"),
+    ("--crop-pad", int, "pixels of shift for crop (default 2)"),
+    ("--erase-p", float, "probability per image for erase (default 0.5)"),
+    ("--ema", float, "decay of a weight average that is validated and tested (default 0: off)"),
+    ("--target-accuracy", float, "stop once validation accuracy reaches this, e.g. 0.93"),
+]
+
+
 def add_train_flags(p: argparse.ArgumentParser) -> None:
     """Flags that map one-to-one onto TrainConfig fields; None means 'not given'."""
     p.add_argument("--epochs", type=int, help="passes over the training split (default 10)")
@@ -42,6 +57,13 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="stratified fraction of the training set held out for validation (default 0.1)")
     p.add_argument("--seed", type=int, help="seed for initialisation, split and shuffling (default 0)")
     p.add_argument("--device", help="auto (CUDA if present, else CPU), cpu, cuda, cuda:N (default auto)")
+    p.add_argument("--recipe", choices=list_recipes(),
+                   help="start from a shipped recipe (config file); --config and flags override it")
+    group = p.add_argument_group("training beyond the study (see the recipes)")
+    for flag, kind, text in RECIPE_FLAGS:
+        group.add_argument(flag, type=kind, help=text)
+    group.add_argument("--tta", action=argparse.BooleanOptionalAction, help="flip test-time augmentation")
+    group.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, help="bfloat16 autocast")
     add_data_flags(p)
     p.add_argument("--config", metavar="FILE.toml", help="TOML file of config keys; flags override it")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
@@ -55,7 +77,9 @@ def given_flags(args: argparse.Namespace) -> dict:
 
 
 def config_from(args: argparse.Namespace, **fixed):
-    return make_config(read_toml(args.config) if args.config else {}, given_flags(args), fixed)
+    """Defaults, then the recipe, then the config file, then the flags given."""
+    return make_config(read_recipe(args.recipe) if args.recipe else {},
+                       read_toml(args.config) if args.config else {}, given_flags(args), fixed)
 
 
 def cmd_data(args) -> int:
@@ -82,20 +106,26 @@ def cmd_models(args) -> int:
 def cmd_train(args) -> int:
     from .workflow import resume_run, train_run
     if args.resume:
-        if args.model or args.out or args.config:
-            raise UsageError("--resume RUN_DIR takes no MODEL, --out or --config: the run folder has them")
+        if args.model or args.out or args.config or args.recipe:
+            raise UsageError("--resume RUN_DIR takes no MODEL, --out, --recipe or --config: the run folder has them")
         out = Path(args.resume)
         metrics = resume_run(out, given_flags(args))
         model = read_config_model(out)
     else:
-        if not args.model:
-            raise UsageError("fmnist train: give a MODEL, or --resume RUN_DIR")
+        if not args.model and not args.recipe:
+            raise UsageError("fmnist train: give a MODEL, a --recipe, or --resume RUN_DIR")
         cfg = config_from(args, model=args.model)
         out = Path(args.out or f"runs/{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}")
         metrics = train_run(cfg, out, overwrite=args.overwrite)
         model = cfg.model
+    target = metrics.get("target")
+    if target and target["reached"]:
+        print(f"{model}: validation accuracy reached {target['val_accuracy']:.4f} at epoch {target['epoch']} "
+              f"after {target['seconds']:.1f} s of training")
+    elif target:
+        print(f"{model}: validation accuracy never reached {target['val_accuracy']:.4f}")
     print(f"{model}: test accuracy {metrics['test_accuracy']:.4f}, loss {metrics['test_loss']:.4f} "
-          f"(best epoch {metrics['best_epoch']}); run folder {out}")
+          f"(best epoch {metrics['best_epoch']}, {metrics['train_seconds']:.1f} s of training); run folder {out}")
     for flag in metrics["diagnostics"]:
         print(f"warning: {flag}", file=sys.stderr)
     return 0

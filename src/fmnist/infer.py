@@ -29,15 +29,20 @@ def layout(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Logits for every image, in eval mode, in large batches; returned on the CPU as float32."""
+def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 1000,
+                   tta: bool = False) -> torch.Tensor:
+    """Logits for every image, in eval mode, in large batches; returned on the CPU as float32.
+    With `tta`, the mean of the logits of each image and of its mirror image."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     out = []
     for start in range(0, len(images), batch_size):
         batch = layout(model, images[start:start + batch_size].to(device, non_blocking=True))
-        out.append(model(batch).float().cpu())
+        logits = model(batch).float()
+        if tta:
+            logits = (logits + model(batch.flip(3)).float()) / 2
+        out.append(logits.cpu())
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0, 10)
 

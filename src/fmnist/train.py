@@ -19,12 +19,17 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from .augment import augment, parse_augment
 from .config import TrainConfig
 from .errors import FmnistError, UsageError
 from .files import save_checkpoint, write_csv
 from .infer import layout, loss_accuracy, predict_logits
+from .schedule import make_optimizer, make_scheduler
 
 CHECK_EVERY = 25  # steps between finiteness checks and progress-bar updates
+AUGMENT_CHUNK = 8192  # images augmented at a time
 
 
 class DivergedError(FmnistError):
@@ -37,76 +42,160 @@ class DivergedError(FmnistError):
 
 
 class Interrupted(FmnistError):
-    """Ctrl-C or SIGTERM during training; the run can be resumed from last.pt."""
+    """Ctrl-C or SIGTERM during training; last.pt then holds the run up to the step it reached."""
 
     exit_code = 130
 
-    def __init__(self, epoch: int, run_dir: Path | None):
-        where = (f"; epochs 1-{epoch - 1} are saved, resume with: fmnist train --resume {run_dir}"
-                 if run_dir is not None and epoch > 1 else "")
+    def __init__(self, epoch: int, step: int, run_dir: Path | None):
+        where = (f"; saved at step {step} of epoch {epoch}, resume with: fmnist train --resume {run_dir}"
+                 if run_dir is not None else "")
         super().__init__(f"interrupted during epoch {epoch}{where}")
-        self.epoch = epoch
+        self.epoch, self.step = epoch, step
 
 
-@contextlib.contextmanager
-def sigterm_as_interrupt():
-    """Treat SIGTERM like Ctrl-C while training, so both stop the run the same way."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+class StopFlag:
+    """Ctrl-C and SIGTERM set a flag that the loop reads between steps, so the weights are never
+    caught half-updated and the exact step can be saved. A second signal stops at once."""
 
-    def handler(signum, frame):
-        raise KeyboardInterrupt
+    def __init__(self) -> None:
+        self.set = False
 
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    @contextlib.contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+
+        def handler(signum, frame):
+            if self.set:
+                raise KeyboardInterrupt
+            self.set = True
+
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    # The fused kernel does the whole Adam update in one pass; same arithmetic as the loop version.
-    return torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)
+@dataclasses.dataclass
+class Trainer:
+    """What one optimizer step needs besides the data."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    ema: AveragedModel | None = None
+    label_smoothing: float = 0.0
+    mixed_precision: bool = False
+    stop: StopFlag = dataclasses.field(default_factory=StopFlag)
+
+    def evaluated(self) -> nn.Module:
+        """The weights that are validated, checkpointed and tested: the average when there is one."""
+        return self.ema.module if self.ema is not None else self.model
 
 
-def _state(model, optimizer, cfg, epoch, history, best, generator) -> dict[str, Any]:
+@dataclasses.dataclass
+class EpochProgress:
+    """How far an epoch got: the step to continue from, each step's summed loss (kept per step, so
+    a resumed epoch adds them up in the same order) and the count of correct predictions."""
+
+    step: int = 0
+    losses: torch.Tensor | None = None
+    correct: int = 0
+
+    @property
+    def loss_sum(self) -> float:
+        return self.losses.sum().item()
+
+
+def make_trainer(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int) -> Trainer:
+    optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
+    scheduler = (make_scheduler(optimizer, cfg.schedule, steps_per_epoch * cfg.epochs, cfg.warmup)
+                 if cfg.schedule != "constant" or cfg.warmup else None)
+    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+           if cfg.ema else None)
+    return Trainer(model, optimizer, scheduler, ema, cfg.label_smoothing, cfg.mixed_precision)
+
+
+def _state(trainer: Trainer, cfg, epoch, history, best, generator, progress=None) -> dict[str, Any]:
     rng = {"torch": torch.get_rng_state(), "shuffle": generator.get_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
-    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "config": dataclasses.asdict(cfg), "epoch": epoch, "history": history,
-            "best_val_accuracy": best, "rng": rng}
+    state = {"model": trainer.evaluated().state_dict(), "optimizer": trainer.optimizer.state_dict(),
+             "config": dataclasses.asdict(cfg), "epoch": epoch, "history": history,
+             "best_val_accuracy": best, "rng": rng}
+    if trainer.scheduler is not None:
+        state["scheduler"] = trainer.scheduler.state_dict()
+    if trainer.ema is not None:
+        state["train_model"] = trainer.model.state_dict()
+        state["ema_steps"] = trainer.ema.n_averaged
+    if progress is not None:  # stopped mid-epoch: `epoch` is the one in progress
+        state["partial"] = {"step": progress.step, "losses": progress.losses, "correct": progress.correct}
+    return state
 
 
-def restore(model: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator,
-            state: dict[str, Any]) -> None:
-    """Load a checkpoint's model, optimizer and random states (for `--resume`)."""
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
+def restore(trainer: Trainer, generator: torch.Generator, state: dict[str, Any]) -> EpochProgress | None:
+    """Load a checkpoint's weights, optimizer, schedule and random states (for `--resume`);
+    returns where an interrupted epoch stopped, if it did."""
+    if trainer.ema is not None:
+        trainer.model.load_state_dict(state["train_model"])
+        trainer.ema.module.load_state_dict(state["model"])
+        trainer.ema.n_averaged.copy_(state["ema_steps"])
+    else:
+        trainer.model.load_state_dict(state["model"])
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    if trainer.scheduler is not None:
+        trainer.scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"]["torch"])
     generator.set_state(state["rng"]["shuffle"])
     if "cuda" in state["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    return EpochProgress(**state["partial"]) if "partial" in state else None
 
 
-def train_epoch(model, optimizer, images, labels, batch_size, generator, bar, epoch) -> tuple[float, float]:
-    """One pass over the shuffled data; returns mean loss and accuracy over the epoch."""
+def epoch_data(images: torch.Tensor, cfg: TrainConfig, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The epoch's shuffle order and (augmented) images, both drawn from `generator` alone, so a
+    resumed epoch redraws exactly the same ones."""
+    order = torch.randperm(len(images), generator=generator).to(images.device)
+    names = parse_augment(cfg.augment)
+    if names:  # in chunks, to bound the memory of the index tensors
+        images = torch.cat([augment(c, names, generator, cfg.crop_pad, cfg.erase_p)
+                            for c in images.split(AUGMENT_CHUNK)])
+    return order, images
+
+
+def train_epoch(trainer: Trainer, images, labels, order, batch_size, bar, epoch,
+                progress: EpochProgress | None = None) -> EpochProgress:
+    """Steps over the shuffled data from `progress.step` on; returns the progress, whose step is
+    short of the end when a stop was asked for."""
+    model, optimizer = trainer.model, trainer.optimizer
     model.train()
+    progress = progress or EpochProgress()
     n = len(images)
     steps = (n + batch_size - 1) // batch_size
-    order = torch.randperm(n, generator=generator).to(images.device)
     losses = torch.zeros(steps, device=images.device)
+    if progress.losses is not None:
+        losses[:progress.step] = progress.losses[:progress.step].to(images.device)
     correct = torch.zeros((), dtype=torch.long, device=images.device)
-    checked = 0
-    for step in range(steps):
+    checked = first = progress.step
+    autocast = torch.autocast(images.device.type, torch.bfloat16, enabled=trainer.mixed_precision)
+    for step in range(first, steps):
+        if trainer.stop.set:
+            return EpochProgress(step, losses.cpu(), progress.correct + int(correct))
         idx = order[step * batch_size:(step + 1) * batch_size]
         x, y = layout(model, images[idx]), labels[idx]
-        logits = model(x)
-        loss = F.cross_entropy(logits, y)
+        with autocast:
+            logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=trainer.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if trainer.scheduler is not None:
+            trainer.scheduler.step()
+        if trainer.ema is not None:
+            trainer.ema.update_parameters(model)
         losses[step] = loss.detach() * len(idx)
         correct += (logits.detach().argmax(1) == y).sum()
         if (step + 1) % CHECK_EVERY == 0 or step + 1 == steps:
@@ -117,23 +206,13 @@ def train_epoch(model, optimizer, images, labels, batch_size, generator, bar, ep
             checked = step + 1
             seen = min(n, (step + 1) * batch_size)
             bar.set_postfix(loss=f"{losses[:step + 1].sum().item() / seen:.4f}",
-                            acc=f"{correct.item() / seen:.4f}", refresh=False)
+                            acc=f"{(progress.correct + correct.item()) / seen:.4f}", refresh=False)
             bar.update(step + 1 - bar.n)
-    return losses.sum().item() / n, correct.item() / n
+    return EpochProgress(steps, losses.cpu(), progress.correct + int(correct))
 
 
-def _one_epoch(model, optimizer, train, val, cfg, generator, steps, epoch) -> dict:
-    start = time.perf_counter()
-    with tqdm(total=steps, desc=f"{cfg.model} epoch {epoch}/{cfg.epochs}", unit="step",
-              disable=cfg.quiet, leave=False) as bar:
-        train_loss, train_acc = train_epoch(model, optimizer, *train, cfg.batch_size, generator, bar, epoch)
-    seconds = time.perf_counter() - start
-    val_loss, val_acc = loss_accuracy(predict_logits(model, val[0]), val[1].cpu())
-    if not cfg.quiet:
-        tqdm.write(f"{cfg.model} epoch {epoch}/{cfg.epochs}: loss {train_loss:.4f} acc {train_acc:.4f} "
-                   f"| val loss {val_loss:.4f} acc {val_acc:.4f} | {seconds:.1f}s")
-    return {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc, "val_loss": val_loss,
-            "val_accuracy": val_acc, "lr": optimizer.param_groups[0]["lr"], "seconds": seconds}
+def validate(trainer: Trainer, images: torch.Tensor, labels: torch.Tensor, tta: bool) -> tuple[float, float]:
+    return loss_accuracy(predict_logits(trainer.evaluated(), images, tta=tta), labels.cpu())
 
 
 def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
@@ -141,34 +220,60 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], val: tuple[t
     """Train `model` (already on its device) and return the history, one dict per epoch.
 
     With `run_dir`, writes history.csv, last.pt every epoch and best.pt when validation accuracy
-    improves. With `resume` (a checkpoint dict), continues from its epoch.
+    improves; on Ctrl-C or SIGTERM, last.pt at the step reached. With `resume` (a checkpoint
+    dict), continues from where it stopped. Stops early once validation accuracy reaches
+    `cfg.target_accuracy` (when set).
     """
     images, labels = train
-    if cfg.batch_size > len(images):
-        raise UsageError(f"batch size {cfg.batch_size} is larger than the {len(images)} training images")
-    optimizer = make_optimizer(model, cfg)
+    n = len(images)
+    if cfg.batch_size > n:
+        raise UsageError(f"batch size {cfg.batch_size} is larger than the {n} training images")
+    steps = (n + cfg.batch_size - 1) // cfg.batch_size
+    trainer = make_trainer(model, cfg, steps)
     generator = torch.Generator().manual_seed(cfg.seed)
     history: list[dict] = []
-    best = -1.0
+    best, progress = -1.0, None
     if resume is not None:
-        restore(model, optimizer, generator, resume)
+        progress = restore(trainer, generator, resume)
         history, best = list(resume["history"]), resume["best_val_accuracy"]
-    steps = (len(images) + cfg.batch_size - 1) // cfg.batch_size
-    epoch = len(history) + 1
-    try:
-        with sigterm_as_interrupt():
-            for epoch in range(len(history) + 1, cfg.epochs + 1):
-                row = _one_epoch(model, optimizer, train, val, cfg, generator, steps, epoch)
-                history.append(row)
-                improved = row["val_accuracy"] > best
-                best = max(best, row["val_accuracy"])
+    if progress is not None:  # redraw the interrupted epoch from its starting state
+        generator.set_state(resume["partial_generator"])
+    elapsed = history[-1]["elapsed"] if history else 0.0
+    with trainer.stop.installed():
+        for epoch in range(len(history) + 1, cfg.epochs + 1):
+            if history and cfg.target_accuracy and history[-1]["val_accuracy"] >= cfg.target_accuracy:
+                break
+            epoch_start_rng = generator.get_state()
+            start = time.perf_counter()
+            order, epoch_images = epoch_data(images, cfg, generator)
+            with tqdm(total=steps, initial=progress.step if progress else 0, unit="step", leave=False,
+                      desc=f"{cfg.model} epoch {epoch}/{cfg.epochs}", disable=cfg.quiet) as bar:
+                progress = train_epoch(trainer, epoch_images, labels, order, cfg.batch_size, bar, epoch, progress)
+            seconds = time.perf_counter() - start
+            if progress.step < steps:  # stopped by a signal
                 if run_dir is not None:
-                    # Checkpoints are renamed into place, so an interrupt here leaves whole files.
-                    state = _state(model, optimizer, cfg, epoch, history, best, generator)
-                    if improved:
-                        save_checkpoint(run_dir / "best.pt", state)
+                    state = _state(trainer, cfg, epoch, history, best, generator, progress)
+                    state["partial_generator"] = epoch_start_rng
                     save_checkpoint(run_dir / "last.pt", state)
-                    write_csv(run_dir / "history.csv", history)
-    except KeyboardInterrupt:
-        raise Interrupted(epoch, run_dir) from None
+                raise Interrupted(epoch, progress.step, run_dir)
+            val_loss, val_acc = validate(trainer, *val, cfg.tta)
+            elapsed += time.perf_counter() - start
+            row = {"epoch": epoch, "train_loss": progress.loss_sum / n, "train_accuracy": progress.correct / n,
+                   "val_loss": val_loss, "val_accuracy": val_acc, "lr": trainer.optimizer.param_groups[0]["lr"],
+                   "seconds": seconds, "elapsed": elapsed}
+            progress = None
+            history.append(row)
+            if not cfg.quiet:
+                tqdm.write(f"{cfg.model} epoch {epoch}/{cfg.epochs}: loss {row['train_loss']:.4f} "
+                           f"acc {row['train_accuracy']:.4f} | val loss {val_loss:.4f} acc {val_acc:.4f} "
+                           f"| {seconds:.1f}s")
+            improved = val_acc > best
+            best = max(best, val_acc)
+            if run_dir is not None:
+                # Checkpoints are renamed into place, so an interrupt here leaves whole files.
+                state = _state(trainer, cfg, epoch, history, best, generator)
+                if improved:
+                    save_checkpoint(run_dir / "best.pt", state)
+                save_checkpoint(run_dir / "last.pt", state)
+                write_csv(run_dir / "history.csv", history)
     return history

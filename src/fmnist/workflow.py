@@ -117,9 +117,10 @@ def evaluate_run(run_dir: Path, data: FashionMNIST | None = None) -> dict:
     model, cfg = load_run_model(run_dir)
     history = read_csv(run_dir / "history.csv")
     data = data or load_data(cfg)
-    logits = predict_logits(model, data.test_images)
+    logits = predict_logits(model, data.test_images, tta=cfg.tta)
     metrics = metrics_from_logits(logits, data.test_labels)
     metrics["best_epoch"] = int(load_checkpoint(run_dir / "best.pt")["epoch"])
+    metrics.update(timing(history, cfg))
     diverged = read_json(run_dir / "diverged.json") if (run_dir / "diverged.json").is_file() else None
     metrics["diagnostics"] = check_run(cfg.model, metrics, history, diverged)
     write_json(run_dir / "metrics.json", metrics)
@@ -130,6 +131,17 @@ def evaluate_run(run_dir: Path, data: FashionMNIST | None = None) -> dict:
     plots.misclassified(data.test_images, data.test_labels, probs, run_dir / "misclassified.png")
     write_run_report(run_dir, dataclasses.asdict(cfg), metrics, metrics["diagnostics"])
     return metrics
+
+
+def timing(history: list[dict], cfg: TrainConfig) -> dict:
+    """Training wall time (steps, augmentation and validation; not data loading), and when the
+    validation accuracy first reached the target, if one was set."""
+    out = {"train_seconds": history[-1].get("elapsed", sum(h["seconds"] for h in history)) if history else 0.0}
+    if cfg.target_accuracy:
+        hit = next((h for h in history if h["val_accuracy"] >= cfg.target_accuracy), None)
+        out["target"] = {"val_accuracy": cfg.target_accuracy, "reached": hit is not None,
+                         "epoch": hit["epoch"] if hit else None, "seconds": hit.get("elapsed") if hit else None}
+    return out
 
 
 def summarize(run_dir: Path) -> dict:

@@ -1,0 +1,52 @@
+"""Residual networks for the recipes: a compact one for time-to-accuracy, a wider one for accuracy.
+
+Both pool early: a 3×3 convolution costs the same at every pixel, so the wide layers run at 14×14
+and 7×7, never at 28×28. Each stage is conv-BN-ReLU, max-pool, then residual blocks of two
+conv-BN-ReLU layers (as in the ResNet-9 of the DAWNBench speed runs).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .registry import register_model
+
+
+def conv_bn(c_in: int, c_out: int) -> list[nn.Module]:
+    # No conv bias: the BatchNorm that follows has its own.
+    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+
+
+class Residual(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.body = nn.Sequential(*conv_bn(width, width), *conv_bn(width, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+def resnet(stem: int, widths: tuple[int, ...], blocks: tuple[int, ...]) -> nn.Sequential:
+    """A stem conv at 28×28 and a 2×2 max-pool, then per stage a conv to `widths[i]` and `blocks[i]`
+    residual blocks, with a 2×2 max-pool between stages; global max-pool, a linear classifier."""
+    layers: list[nn.Module] = [*conv_bn(1, stem), nn.MaxPool2d(2)]
+    c = stem
+    for i, (width, n) in enumerate(zip(widths, blocks)):
+        if i:
+            layers.append(nn.MaxPool2d(2))
+        layers += [*conv_bn(c, width), *(Residual(width) for _ in range(n))]
+        c = width
+    return nn.Sequential(*layers, nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(c, 10))
+
+
+@register_model
+def resnet_fast() -> nn.Module:
+    """Compact ResNet (16 at 28×28, 32 at 14×14 and 7×7, 64 at 3×3; one residual block): seconds per epoch on a CPU."""
+    return resnet(16, (32, 32, 64), (0, 1, 0))
+
+
+@register_model
+def resnet_wide() -> nn.Module:
+    """Wide ResNet (32 at 28×28, 128 at 14×14, 256 at 7×7, 512 at 3×3, three residual blocks): for accuracy."""
+    return resnet(32, (128, 256, 512), (1, 1, 1))
