@@ -64,3 +64,11 @@ def synth_verified(tmp_path, monkeypatch) -> Path:
     monkeypatch.setattr(data, "SHA256", sums)
     monkeypatch.setattr(data, "DEBIAN_DIR", tmp_path / "no-debian")
     return tmp_path / "synth-ok"
+
+
+def cli(capsys, *argv) -> tuple[int, str, str]:
+    """Run the fmnist command in-process; its exit code, stdout and stderr."""
+    from fmnist.cli import main
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err

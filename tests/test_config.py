@@ -41,3 +41,18 @@ def test_bad_toml_names_the_key(tmp_path, text, message):
 def test_out_of_range_values(field, value):
     with pytest.raises(UsageError, match=field if field != "device" else "device"):
         dataclasses.replace(TrainConfig(), **{field: value})
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("optimizer", "rmsprop", "optimizer must be one of adam, adamw, sgd"),
+    ("schedule", "step", "schedule must be one of"),
+    ("augment", "crop,rotate", "unknown augmentation 'rotate'"),
+    ("warmup", 1.5, r"warmup must lie in \[0, 1\]"),
+    ("ema", 1.0, r"ema must lie in \[0, 1\)"),
+    ("label_smoothing", -0.1, "label_smoothing must lie"),
+    ("target_accuracy", 2.0, "target_accuracy must lie"),
+    ("weight_decay", -1.0, "must not be negative"),
+])
+def test_training_options_are_checked(field, value, message):
+    with pytest.raises(UsageError, match=message):
+        dataclasses.replace(TrainConfig(), **{field: value})

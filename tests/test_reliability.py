@@ -13,16 +13,9 @@ import torch
 from torch import nn
 
 from fmnist import files
-from fmnist.cli import main
 from fmnist.models import registry
 
-from conftest import write_dataset
-
-
-def cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+from conftest import cli, write_dataset
 
 
 @pytest.fixture

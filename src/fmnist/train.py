@@ -116,7 +116,7 @@ def make_trainer(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int) -> Tr
                  if cfg.schedule != "constant" or cfg.warmup else None)
     ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
            if cfg.ema else None)
-    return Trainer(model, optimizer, scheduler, ema, cfg.label_smoothing, cfg.mixed_precision)
+    return Trainer(model, optimizer, scheduler, ema, cfg.label_smoothing, cfg.mixed_precision, StopFlag())
 
 
 def _state(trainer: Trainer, cfg, epoch, history, best, generator, progress=None) -> dict[str, Any]:

@@ -140,7 +140,7 @@ def timing(history: list[dict], cfg: TrainConfig) -> dict:
     if cfg.target_accuracy:
         hit = next((h for h in history if h["val_accuracy"] >= cfg.target_accuracy), None)
         out["target"] = {"val_accuracy": cfg.target_accuracy, "reached": hit is not None,
-                         "epoch": hit["epoch"] if hit else None, "seconds": hit.get("elapsed") if hit else None}
+                         "epoch": int(hit["epoch"]) if hit else None, "seconds": hit.get("elapsed") if hit else None}
     return out
 
 

@@ -1,0 +1,100 @@
+"""Recipes: shipped config files that round-trip through the config, run end to end (tiny, on
+synthetic data), stop at a target accuracy, and resume exactly with every training feature on."""
+
+import json
+
+import pytest
+import torch
+
+from fmnist import files, train
+from fmnist.config import list_recipes, make_config, read_recipe, read_toml, to_toml
+from fmnist.errors import UsageError
+
+from conftest import cli, write_dataset
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    write_dataset(tmp_path / "data", train_per_class=24, test_per_class=4)
+    return tmp_path / "data"
+
+
+def run_args(data_dir, out, *extra):
+    return ["train", "--data-dir", data_dir, "--no-verify", "--out", out, "--quiet", "--device", "cpu", *extra]
+
+
+@pytest.mark.parametrize("name", ["fast", "best"])
+def test_recipe_round_trips_through_the_config(name, tmp_path):
+    assert name in list_recipes()
+    cfg = make_config(read_recipe(name))
+    assert cfg.recipe == name and cfg.model.startswith("resnet")
+    (tmp_path / "r.toml").write_text(to_toml(cfg))
+    assert make_config(read_toml(tmp_path / "r.toml")) == cfg
+
+
+def test_unknown_recipe_is_one_line(capsys):
+    code, _, err = cli(capsys, "train", "--recipe", "fastest")
+    assert code == 2 and "invalid choice: 'fastest'" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(UsageError, match="unknown recipe 'fastest'"):
+        read_recipe("fastest")
+
+
+@pytest.mark.parametrize("name", ["fast", "best"])
+def test_recipe_smoke_run(name, data_dir, tmp_path, capsys):
+    code, out, err = cli(capsys, *run_args(data_dir, tmp_path / name, "--recipe", name, "--epochs", "2",
+                                           "--batch-size", "32"))
+    assert code == 0, err
+    assert "test accuracy" in out and "s of training" in out
+    cfg = json.loads((tmp_path / name / "config.json").read_text())
+    recipe = read_recipe(name)
+    assert cfg["recipe"] == name and cfg["epochs"] == 2 and cfg["model"] == recipe["model"]
+    assert cfg["optimizer"] == recipe["optimizer"]  # flags override, the rest comes from the recipe
+    metrics = json.loads((tmp_path / name / "metrics.json").read_text())
+    assert 0 <= metrics["test_accuracy"] <= 1 and metrics["train_seconds"] > 0
+
+
+def test_target_accuracy_stops_early_and_reports_the_time(data_dir, tmp_path, capsys):
+    code, out, err = cli(capsys, *run_args(data_dir, tmp_path / "t", "shallow", "--epochs", "5",
+                                           "--target-accuracy", "0.01"))
+    assert code == 0, err
+    assert len(files.read_csv(tmp_path / "t" / "history.csv")) == 1
+    assert "reached 0.0100 at epoch 1 after" in out
+    target = json.loads((tmp_path / "t" / "metrics.json").read_text())["target"]
+    assert target["reached"] and target["epoch"] == 1 and target["seconds"] > 0
+
+
+FEATURES = ["--optimizer", "sgd", "--lr", "0.05", "--schedule", "onecycle", "--warmup", "0.2",
+            "--weight-decay", "0.01", "--label-smoothing", "0.1", "--augment", "crop,flip,erase",
+            "--ema", "0.9", "--tta", "--batch-size", "16"]
+
+
+class StopAfter(train.StopFlag):
+    """A stop request that arrives after a set number of steps, like a Ctrl-C mid-epoch."""
+
+    steps = 0
+
+    @property
+    def set(self):
+        StopAfter.steps -= 1
+        return StopAfter.steps < 0
+
+    @set.setter
+    def set(self, value):
+        pass
+
+
+def test_resume_mid_epoch_is_exact_with_schedule_augmentation_and_ema(data_dir, tmp_path, capsys, monkeypatch):
+    assert cli(capsys, *run_args(data_dir, tmp_path / "full", "resnet_fast", "--epochs", "3", *FEATURES))[0] == 0
+    monkeypatch.setattr(train, "StopFlag", StopAfter)
+    StopAfter.steps = 20  # 216 images, batch 16: 14 steps per epoch, so this stops in epoch 2
+    code, _, err = cli(capsys, *run_args(data_dir, tmp_path / "part", "resnet_fast", "--epochs", "3", *FEATURES))
+    assert code == 130 and "step 6 of epoch 2" in err
+    monkeypatch.undo()
+    assert cli(capsys, "train", "--resume", tmp_path / "part", "--quiet")[0] == 0
+    a = files.load_checkpoint(tmp_path / "full" / "last.pt")
+    b = files.load_checkpoint(tmp_path / "part" / "last.pt")
+    assert "scheduler" in a and "train_model" in a
+    for key in ("model", "train_model"):  # the average and the raw weights, bit for bit
+        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key])
+    strip = [{k: v for k, v in h.items() if k not in ("seconds", "elapsed")} for h in a["history"]]
+    assert strip == [{k: v for k, v in h.items() if k not in ("seconds", "elapsed")} for h in b["history"]]

@@ -1,0 +1,93 @@
+"""Learning-rate schedules, optimizers, the weight average (EMA) and flip test-time augmentation."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from fmnist.config import TrainConfig
+from fmnist.infer import predict_logits
+from fmnist.schedule import lr_factor, make_optimizer, make_scheduler
+from fmnist.train import make_trainer
+
+
+def test_warmup_is_linear_then_constant():
+    f = lr_factor("constant", 100, 0.1)
+    assert [f(t) for t in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
+    assert f(10) == f(99) == 1.0
+
+
+def test_onecycle_decays_linearly_to_zero():
+    f = lr_factor("onecycle", 110, 10 / 110)
+    assert f(9) == 1.0 and f(10) == 1.0
+    assert f(60) == pytest.approx(0.5) and f(110) == 0.0
+
+
+def test_cosine_is_half_way_at_the_middle():
+    f = lr_factor("cosine", 100, 0.0)
+    assert f(0) == 1.0 and f(50) == pytest.approx(0.5) and f(100) == pytest.approx(0.0)
+    assert f(25) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
+
+
+def test_scheduler_sets_the_rate_each_step_and_round_trips():
+    model = nn.Linear(3, 2)
+    opt = make_optimizer(model, "sgd", 0.1)
+    sched = make_scheduler(opt, "onecycle", 10, 0.2)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.05)  # warm-up step 1 of 2
+    for _ in range(6):
+        opt.step()
+        sched.step()
+    again = make_scheduler(make_optimizer(model, "sgd", 0.1), "onecycle", 10, 0.2)
+    again.load_state_dict(sched.state_dict())
+    assert again.get_last_lr() == sched.get_last_lr()
+
+
+@pytest.mark.parametrize("name, kind", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW),
+                                        ("sgd", torch.optim.SGD)])
+def test_optimizers_decay_weights_not_biases_or_norms(name, kind):
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4))
+    opt = make_optimizer(model, name, 0.01, weight_decay=0.1)
+    assert isinstance(opt, kind)
+    decayed, plain = opt.param_groups
+    assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
+    assert [p.ndim for p in decayed["params"]] == [4] and all(p.ndim == 1 for p in plain["params"])
+    if name == "sgd":
+        assert decayed["nesterov"] and decayed["momentum"] == 0.9
+
+
+def test_ema_follows_its_formula():
+    torch.manual_seed(0)
+    model = nn.Linear(4, 2)
+    trainer = make_trainer(model, TrainConfig(ema=0.9, optimizer="sgd", lr=0.1), steps_per_epoch=5)
+    expected = [p.detach().clone() for p in model.parameters()]  # the first update copies
+    trainer.ema.update_parameters(model)
+    for _ in range(3):
+        loss = model(torch.randn(8, 4)).pow(2).mean()
+        trainer.optimizer.zero_grad()
+        loss.backward()
+        trainer.optimizer.step()
+        trainer.ema.update_parameters(model)
+        expected = [0.9 * e + 0.1 * p.detach() for e, p in zip(expected, model.parameters())]
+    for e, a in zip(expected, trainer.evaluated().parameters()):
+        assert torch.allclose(e, a, atol=1e-6)
+    assert not torch.allclose(expected[0], model.weight)  # the average lags the raw weights
+
+
+class LeftHalf(nn.Module):
+    """Logits that depend on the left half of the image only, so mirroring changes them."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.arange(10.0))
+
+    def forward(self, x):
+        return x[..., :14].sum((1, 2, 3))[:, None] * self.scale
+
+
+def test_flip_tta_averages_the_image_and_its_mirror():
+    x = torch.rand(5, 1, 28, 28)
+    model = LeftHalf()
+    tta = predict_logits(model, x, tta=True)
+    with torch.no_grad():
+        assert torch.allclose(tta, model(x) / 2 + model(x.flip(3)) / 2) and not torch.allclose(tta, model(x))
