@@ -62,13 +62,15 @@ def test_ema_follows_its_formula():
     trainer = make_trainer(model, TrainConfig(ema=0.9, optimizer="sgd", lr=0.1), steps_per_epoch=5)
     expected = [p.detach().clone() for p in model.parameters()]  # the first update copies
     trainer.ema.update_parameters(model)
-    for _ in range(3):
+    for _ in range(30):
         loss = model(torch.randn(8, 4)).pow(2).mean()
         trainer.optimizer.zero_grad()
         loss.backward()
         trainer.optimizer.step()
+        n = trainer.ema.n_averaged.item()
         trainer.ema.update_parameters(model)
-        expected = [0.9 * e + 0.1 * p.detach() for e, p in zip(expected, model.parameters())]
+        d = min(0.9, (1 + n) / (10 + n))  # the decay warms up from 0.1
+        expected = [d * e + (1 - d) * p.detach() for e, p in zip(expected, model.parameters())]
     for e, a in zip(expected, trainer.evaluated().parameters()):
         assert torch.allclose(e, a, atol=1e-6)
     assert not torch.allclose(expected[0], model.weight)  # the average lags the raw weights

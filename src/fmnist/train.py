@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from .augment import augment, parse_augment
 from .config import TrainConfig
@@ -110,12 +110,24 @@ class EpochProgress:
         return self.losses.sum().item()
 
 
+def ema_update(decay: float):
+    """An exponential moving average whose decay warms up as min(decay, (1 + n) / (10 + n)) after
+    n updates: a plain 0.999 average of the first few hundred steps is mostly the random
+    initialisation, and scores 10 % until it forgets it."""
+    def update(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        if not averaged.is_floating_point():  # BatchNorm's batch counter: follow, don't average
+            return current
+        d = torch.clamp((1 + n) / (10 + n), max=decay).to(averaged.dtype)
+        return averaged.lerp(current, 1 - d)
+
+    return update
+
+
 def make_trainer(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int) -> Trainer:
     optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
     scheduler = (make_scheduler(optimizer, cfg.schedule, steps_per_epoch * cfg.epochs, cfg.warmup)
                  if cfg.schedule != "constant" or cfg.warmup else None)
-    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
-           if cfg.ema else None)
+    ema = AveragedModel(model, avg_fn=ema_update(cfg.ema), use_buffers=True) if cfg.ema else None
     return Trainer(model, optimizer, scheduler, ema, cfg.label_smoothing, cfg.mixed_precision, StopFlag())
 
 
