@@ -110,6 +110,25 @@ def test_nan_loss_stops_loudly_and_keeps_the_last_good_checkpoint(data_dir, tmp_
     assert "epoch 2, step 4" in (run / "report.html").read_text()
 
 
+def test_divergence_in_a_resumed_run_is_reported_too(data_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(registry, "_BUILDERS", dict(registry._BUILDERS))
+
+    @registry.register_model
+    def nan_after_12():
+        return NanAfter(12)  # counts from each process start: the resumed run diverges too
+
+    run = tmp_path / "run"
+    assert cli(capsys, *train_args(data_dir, run, "nan_after_12", "--epochs", "1", "--batch-size", "32"))[0] == 0
+    assert not (run / "diverged.json").exists()
+    code, _, err = cli(capsys, "train", "--resume", run, "--epochs", "3", "--quiet")
+    # resumed at epoch 2: 9 good steps there, 3 in epoch 3, then NaN at epoch 3, step 4
+    assert code == 1 and "epoch 3, step 4" in err
+    assert json.loads((run / "diverged.json").read_text()) == {"epoch": 3, "step": 4}
+    assert files.load_checkpoint(run / "best.pt")["epoch"] in (1, 2)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert any("epoch 3, step 4" in d for d in metrics["diagnostics"])
+
+
 @pytest.fixture
 def run_dir(data_dir, tmp_path, capsys):
     assert cli(capsys, *train_args(data_dir, tmp_path / "run", "shallow", "--epochs", "1"))[0] == 0
