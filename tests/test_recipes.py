@@ -61,6 +61,7 @@ def test_target_accuracy_stops_early_and_reports_the_time(data_dir, tmp_path, ca
     assert "reached 0.0100 at epoch 1 after" in out
     target = json.loads((tmp_path / "t" / "metrics.json").read_text())["target"]
     assert target["reached"] and target["epoch"] == 1 and target["seconds"] > 0
+    assert "validation accuracy 0.0100 reached" in (tmp_path / "t" / "report.html").read_text()
 
 
 FEATURES = ["--optimizer", "sgd", "--lr", "0.05", "--schedule", "onecycle", "--warmup", "0.2",

@@ -63,6 +63,13 @@ def per_class_rows(metrics: dict) -> list[list]:
     return rows
 
 
+def _target_rows(target: dict | None) -> list[list[str]]:
+    if not target:
+        return []
+    when = (f"epoch {target['epoch']}, {target['seconds']:.1f} s" if target["reached"] else "not reached")
+    return [[f"validation accuracy {target['val_accuracy']:.4f} reached", when]]
+
+
 def write_run_report(run_dir: Path, config: dict, metrics: dict, flags: list[str]) -> None:
     summary = _table(["metric", "value"], [
         ["model", config["model"]],
@@ -70,7 +77,9 @@ def write_run_report(run_dir: Path, config: dict, metrics: dict, flags: list[str
         ["test loss", f"{metrics['test_loss']:.4f}"],
         ["top-2 accuracy", f"{metrics['top2_accuracy']:.4f}"],
         ["epochs / batch size / lr", f"{config['epochs']} / {config['batch_size']} / {config['lr']}"],
-    ])
+        ["recipe", config.get("recipe") or "none"],
+        ["training seconds", f"{metrics.get('train_seconds', 0):.1f}"],
+    ] + _target_rows(metrics.get("target")))
     confused = _table(["true", "predicted", "count"],
                       [[p["true"], p["predicted"], p["count"]] for p in metrics["most_confused"]])
     body = (f"<h2>Summary</h2>{summary}<h2>Diagnostics</h2>{_flags_html(flags)}"
