@@ -1,7 +1,9 @@
-"""The training loop: the whole dataset as one tensor, Adam, cross-entropy, a checkpoint per epoch.
+"""The training loop: the whole dataset as one tensor, index batches, a checkpoint per epoch.
 
-A run folder gets `history.csv` (one row per epoch), `last.pt` and `best.pt` (by validation
-accuracy); each holds model, optimizer, config, epoch, history and the random states to resume.
+The study's plain Adam and cross-entropy by default; the config adds schedules, other optimizers,
+label smoothing, augmentation, a weight average and bf16 autocast. A run folder gets
+`history.csv` (one row per epoch), `last.pt` and `best.pt` (by validation accuracy); each holds
+the weights, optimizer, schedule, config, epoch, history and the random states to resume.
 """
 
 from __future__ import annotations
