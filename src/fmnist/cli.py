@@ -52,7 +52,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     """Flags that map one-to-one onto TrainConfig fields; None means 'not given'."""
     p.add_argument("--epochs", type=int, help="passes over the training split (default 10)")
     p.add_argument("--batch-size", type=int, help="images per step (default 32)")
-    p.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--lr", type=float, help="learning rate (the peak, with a schedule; default 1e-3)")
     p.add_argument("--val-split", type=float,
                    help="stratified fraction of the training set held out for validation (default 0.1)")
     p.add_argument("--seed", type=int, help="seed for initialisation, split and shuffling (default 0)")
