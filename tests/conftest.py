@@ -66,6 +66,16 @@ def synth_verified(tmp_path, monkeypatch) -> Path:
     return tmp_path / "synth-ok"
 
 
+def train_args(data_dir, out, *extra) -> list:
+    """`fmnist train` on synthetic data, quietly, on the CPU."""
+    return ["train", "--data-dir", data_dir, "--no-verify", "--out", out, "--quiet", "--device", "cpu", *extra]
+
+
+def untimed(history: list[dict]) -> list[dict]:
+    """History rows without their timing columns, which differ from run to run."""
+    return [{k: v for k, v in row.items() if k not in ("seconds", "elapsed")} for row in history]
+
+
 def cli(capsys, *argv) -> tuple[int, str, str]:
     """Run the fmnist command in-process; its exit code, stdout and stderr."""
     from fmnist.cli import main

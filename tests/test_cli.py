@@ -8,21 +8,15 @@ from PIL import Image
 
 from fmnist.cli import main
 
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+from conftest import cli, train_args, write_dataset
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One trained shallow run on synthetic data, shared by the tests that only read it."""
-    from conftest import write_dataset
     root = tmp_path_factory.mktemp("cli")
     write_dataset(root / "data")
-    assert main(["train", "shallow", "--epochs", "1", "--data-dir", str(root / "data"), "--no-verify",
-                 "--out", str(root / "run"), "--quiet", "--device", "cpu"]) == 0
+    assert main([str(a) for a in train_args(root / "data", root / "run", "shallow", "--epochs", "1")]) == 0
     return root
 
 
@@ -38,7 +32,7 @@ def test_train_writes_the_run_folder(trained):
 def test_evaluate_recomputes_from_files(trained, capsys):
     before = json.loads((trained / "run" / "metrics.json").read_text())
     (trained / "run" / "metrics.json").unlink()
-    code, out, _ = run(capsys, "evaluate", trained / "run")
+    code, out, _ = cli(capsys, "evaluate", trained / "run")
     assert code == 0 and "test accuracy" in out
     assert json.loads((trained / "run" / "metrics.json").read_text())["test_accuracy"] == before["test_accuracy"]
 
@@ -48,7 +42,7 @@ def test_predict_reports_bad_files_and_classifies_the_rest(trained, tmp_path, ca
     Image.fromarray(np.full((40, 30), 200, np.uint8)).save(good)
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "text.png").write_text("hello")
-    code, out, err = run(capsys, "predict", trained / "run", good, tmp_path / "empty.png",
+    code, out, err = cli(capsys, "predict", trained / "run", good, tmp_path / "empty.png",
                          tmp_path / "text.png", tmp_path / "missing.png", "--json", "--top-k", "2")
     results = json.loads(out)
     assert code == 1 and len(results) == 4
@@ -59,7 +53,7 @@ def test_predict_reports_bad_files_and_classifies_the_rest(trained, tmp_path, ca
 
 
 def test_study_writes_summary_and_reports(trained, tmp_path, capsys):
-    code, out, _ = run(capsys, "study", "--models", "shallow", "simple_cnn", "--epochs", "1",
+    code, out, _ = cli(capsys, "study", "--models", "shallow", "simple_cnn", "--epochs", "1",
                        "--data-dir", trained / "data", "--no-verify", "--out", tmp_path / "s", "--quiet")
     assert code == 0
     summary = json.loads((tmp_path / "s" / "summary.json").read_text())
@@ -74,9 +68,9 @@ def test_study_writes_summary_and_reports(trained, tmp_path, capsys):
 
 
 def test_models_and_data_commands(trained, capsys):
-    code, out, _ = run(capsys, "models")
+    code, out, _ = cli(capsys, "models")
     assert code == 0 and "693,962" in out and "deeper_cnn" in out
-    code, out, _ = run(capsys, "data", "--data-dir", trained / "data", "--no-verify")
+    code, out, _ = cli(capsys, "data", "--data-dir", trained / "data", "--no-verify")
     assert code == 0 and "NOT verified" in out and "T-shirt/top" in out
 
 
@@ -96,7 +90,7 @@ def test_models_and_data_commands(trained, capsys):
 ])
 def test_user_errors_are_one_line(trained, tmp_path, capsys, argv, code, message):
     argv = [a.format(tmp=tmp_path, run=trained / "run") for a in argv]
-    got, _, err = run(capsys, *argv)
+    got, _, err = cli(capsys, *argv)
     assert got == code
     assert len(err.strip().splitlines()) == 1 and message in err and "Traceback" not in err
 
@@ -106,17 +100,17 @@ def test_corrupt_data_file_is_one_line(trained, tmp_path, capsys):
     shutil.copytree(trained / "data", tmp_path / "d")
     path = tmp_path / "d" / "train-images-idx3-ubyte.gz"
     path.write_bytes(path.read_bytes()[:1000])
-    got, _, err = run(capsys, "data", "--data-dir", tmp_path / "d", "--no-verify")
+    got, _, err = cli(capsys, "data", "--data-dir", tmp_path / "d", "--no-verify")
     assert got == 1 and "corrupt or truncated" in err and len(err.strip().splitlines()) == 1
 
 
 def test_non_empty_output_folder_needs_overwrite(trained, capsys):
-    got, _, err = run(capsys, "train", "shallow", "--out", trained / "run", "--data-dir", trained / "data")
+    got, _, err = cli(capsys, "train", "shallow", "--out", trained / "run", "--data-dir", trained / "data")
     assert got == 1 and "--overwrite" in err
 
 
 def test_bench_writes_its_json(trained, tmp_path, capsys):
-    code, out, _ = run(capsys, "bench", "--models", "shallow", "simple_cnn", "--batch-size", "16",
+    code, out, _ = cli(capsys, "bench", "--models", "shallow", "simple_cnn", "--batch-size", "16",
                        "--data-dir", trained / "data", "--no-verify", "--json", tmp_path / "b.json", "--quiet")
     result = json.loads((tmp_path / "b.json").read_text())
     assert code == 0 and result["matmul_gflops"] > 0 and "simple_cnn" in out

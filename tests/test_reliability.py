@@ -15,7 +15,7 @@ from torch import nn
 from fmnist import files
 from fmnist.models import registry
 
-from conftest import cli, write_dataset
+from conftest import cli, train_args, untimed, write_dataset
 
 
 @pytest.fixture
@@ -24,17 +24,12 @@ def data_dir(tmp_path):
     return tmp_path / "data"
 
 
-def train_args(data_dir, out, *extra):
-    return ["train", "--data-dir", data_dir, "--no-verify", "--out", out, "--quiet", "--device", "cpu", *extra]
-
-
 def weights(path):
     return torch.load(path, weights_only=True)["model"]
 
 
 def history_without_time(run):
-    rows = files.read_csv(run / "history.csv")
-    return [{k: v for k, v in r.items() if k not in ("seconds", "elapsed")} for r in rows]
+    return untimed(files.read_csv(run / "history.csv"))
 
 
 def test_resumed_run_equals_uninterrupted_run(data_dir, tmp_path, capsys):

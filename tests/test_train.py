@@ -9,6 +9,8 @@ from fmnist.infer import layout, predict_logits, prepare
 from fmnist.models import create_model
 from fmnist.train import DivergedError, fit
 
+from conftest import untimed
+
 CFG = TrainConfig(epochs=2, batch_size=16, quiet=True)
 
 
@@ -63,8 +65,7 @@ def run(cfg, seed_data=0):
 def test_same_seed_same_history_and_weights():
     cfg = dataclasses.replace(CFG, model="deep_cnn")
     (h1, m1), (h2, m2) = run(cfg), run(cfg)
-    strip = [{k: v for k, v in h.items() if k not in ("seconds", "elapsed")} for h in h1]
-    assert strip == [{k: v for k, v in h.items() if k not in ("seconds", "elapsed")} for h in h2]
+    assert untimed(h1) == untimed(h2)
     assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
 
 
