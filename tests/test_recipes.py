@@ -1,7 +1,9 @@
 """Recipes: shipped config files that round-trip through the config, run end to end (tiny, on
 synthetic data), stop at a target accuracy, and resume exactly with every training feature on."""
 
+import copy
 import json
+import shutil
 
 import pytest
 import torch
@@ -94,3 +96,36 @@ def test_resume_mid_epoch_is_exact_with_schedule_augmentation_and_ema(data_dir, 
     for key in ("model", "train_model"):  # the average and the raw weights, bit for bit
         assert all(torch.equal(a[key][k], b[key][k]) for k in a[key])
     assert untimed(a["history"]) == untimed(b["history"])
+
+
+needs_compiler = pytest.mark.skipif(
+    not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
+    reason="torch.compile on the CPU needs a C++ compiler")
+
+
+@needs_compiler
+def test_compile_is_timed_apart_and_leaves_the_start_unchanged(data_dir, tmp_path, capsys, monkeypatch):
+    warmed = []
+    real = train.compile_steps
+
+    def checked(trainer, images, labels, batch_size):  # the state before and after the warm-up
+        before = copy.deepcopy(trainer.model.state_dict()), torch.get_rng_state()
+        seconds = real(trainer, images, labels, batch_size)
+        after = trainer.model.state_dict()
+        warmed.append(all(torch.equal(before[0][k], after[k]) for k in after)
+                      and torch.equal(before[1], torch.get_rng_state())
+                      and all(p.grad is None for p in trainer.model.parameters()))
+        return seconds
+
+    monkeypatch.setattr(train, "compile_steps", checked)
+    args = ("resnet_fast", "--epochs", "1", "--batch-size", "16", "--optimizer", "adamw", "--lr", "0.003")
+    code, out, err = cli(capsys, *train_args(data_dir, tmp_path / "c", *args, "--compile"))
+    assert code == 0, err
+    assert warmed == [True] and "s compiling" in out
+    metrics = json.loads((tmp_path / "c" / "metrics.json").read_text())
+    assert metrics["compile_seconds"] > 0 and metrics["train_seconds"] > 0
+    assert cli(capsys, *train_args(data_dir, tmp_path / "e", *args))[0] == 0
+    compiled, eager = (files.read_csv(tmp_path / r / "history.csv")[0] for r in ("c", "e"))
+    assert compiled["compile_seconds"] > 0 and eager["compile_seconds"] == 0
+    # The same training, up to the rounding of fused kernels.
+    assert compiled["train_loss"] == pytest.approx(eager["train_loss"], rel=1e-3)

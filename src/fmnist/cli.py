@@ -64,6 +64,8 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
         group.add_argument(flag, type=kind, help=text)
     group.add_argument("--tta", action=argparse.BooleanOptionalAction, help="flip test-time augmentation")
     group.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, help="bfloat16 autocast")
+    group.add_argument("--compile", action=argparse.BooleanOptionalAction,
+                       help="torch.compile the model for training steps (needs a C++ compiler on CPU)")
     add_data_flags(p)
     p.add_argument("--config", metavar="FILE.toml", help="TOML file of config keys; flags override it")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
@@ -125,7 +127,9 @@ def cmd_train(args) -> int:
     elif target:
         print(f"{model}: validation accuracy never reached {target['val_accuracy']:.4f}")
     print(f"{model}: test accuracy {metrics['test_accuracy']:.4f}, loss {metrics['test_loss']:.4f} "
-          f"(best epoch {metrics['best_epoch']}, {metrics['train_seconds']:.1f} s of training); run folder {out}")
+          f"(best epoch {metrics['best_epoch']}, {metrics['train_seconds']:.1f} s of training"
+          + (f", {metrics['compile_seconds']:.1f} s compiling" if metrics.get("compile_seconds") else "")
+          + f"); run folder {out}")
     for flag in metrics["diagnostics"]:
         print(f"warning: {flag}", file=sys.stderr)
     return 0

@@ -1,7 +1,7 @@
 """The training loop: the whole dataset as one tensor, index batches, a checkpoint per epoch.
 
 The study's plain Adam and cross-entropy by default; the config adds schedules, other optimizers,
-label smoothing, augmentation, a weight average and bf16 autocast. A run folder gets
+label smoothing, augmentation, a weight average, bf16 autocast and compilation. A run folder gets
 `history.csv` (one row per epoch), `last.pt` and `best.pt` (by validation accuracy); each holds
 the weights, optimizer, schedule, config, epoch, history and the random states to resume.
 """
@@ -9,12 +9,13 @@ the weights, optimizer, schedule, config, epoch, history and the random states t
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -92,6 +93,10 @@ class Trainer:
     label_smoothing: float = 0.0
     mixed_precision: bool = False
     stop: StopFlag = dataclasses.field(default_factory=StopFlag)
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None  # compiled model for the steps
+
+    def step_model(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        return self.forward or self.model
 
     def evaluated(self) -> nn.Module:
         """The weights that are validated, checkpointed and tested: the average when there is one."""
@@ -131,6 +136,29 @@ def make_trainer(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int) -> Tr
                  if cfg.schedule != "constant" or cfg.warmup else None)
     ema = AveragedModel(model, avg_fn=ema_update(cfg.ema), use_buffers=True) if cfg.ema else None
     return Trainer(model, optimizer, scheduler, ema, cfg.label_smoothing, cfg.mixed_precision, StopFlag())
+
+
+def compile_steps(trainer: Trainer, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float:
+    """Compile the training model and run a forward and backward pass at each batch size an epoch
+    uses, so no compilation falls inside the timed epochs; then restore the weights, BatchNorm
+    statistics and random state, so training starts exactly where it would have. Returns the
+    seconds this took."""
+    start = time.perf_counter()
+    model = trainer.model
+    # Static shapes: a graph for the full batches and one for the last, smaller batch.
+    trainer.forward = torch.compile(model, dynamic=False)
+    snapshot, rng = copy.deepcopy(model.state_dict()), torch.get_rng_state()
+    autocast = torch.autocast(images.device.type, torch.bfloat16, enabled=trainer.mixed_precision)
+    for size in sorted({batch_size, len(images) % batch_size or batch_size}):
+        with autocast:
+            logits = trainer.forward(layout(model, images[:size]))
+        F.cross_entropy(logits.float(), labels[:size]).backward()
+    model.zero_grad(set_to_none=True)
+    model.load_state_dict(snapshot)
+    torch.set_rng_state(rng)
+    if images.is_cuda:
+        torch.cuda.synchronize(images.device)
+    return time.perf_counter() - start
 
 
 def _state(trainer: Trainer, cfg, epoch, history, best, generator, progress=None) -> dict[str, Any]:
@@ -184,7 +212,7 @@ def train_epoch(trainer: Trainer, images, labels, order, batch_size, bar, epoch,
                 progress: EpochProgress | None = None) -> EpochProgress:
     """Steps over the shuffled data from `progress.step` on; returns the progress, whose step is
     short of the end when a stop was asked for."""
-    model, optimizer = trainer.model, trainer.optimizer
+    model, optimizer, forward = trainer.model, trainer.optimizer, trainer.step_model()
     model.train()
     progress = progress or EpochProgress()
     n = len(images)
@@ -201,7 +229,7 @@ def train_epoch(trainer: Trainer, images, labels, order, batch_size, bar, epoch,
         idx = order[step * batch_size:(step + 1) * batch_size]
         x, y = layout(model, images[idx]), labels[idx]
         with autocast:
-            logits = model(x)
+            logits = forward(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=trainer.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -253,6 +281,7 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], val: tuple[t
     if progress is not None:  # redraw the interrupted epoch from its starting state
         generator.set_state(resume["partial_generator"])
     elapsed = history[-1]["elapsed"] if history else 0.0
+    compile_seconds = compile_steps(trainer, images, labels, cfg.batch_size) if cfg.compile else 0.0
     with trainer.stop.installed():
         for epoch in range(len(history) + 1, cfg.epochs + 1):
             if history and cfg.target_accuracy and history[-1]["val_accuracy"] >= cfg.target_accuracy:
@@ -274,8 +303,8 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], val: tuple[t
             elapsed += time.perf_counter() - start
             row = {"epoch": epoch, "train_loss": progress.loss_sum / n, "train_accuracy": progress.correct / n,
                    "val_loss": val_loss, "val_accuracy": val_acc, "lr": trainer.optimizer.param_groups[0]["lr"],
-                   "seconds": seconds, "elapsed": elapsed}
-            progress = None
+                   "seconds": seconds, "elapsed": elapsed, "compile_seconds": compile_seconds}
+            progress, compile_seconds = None, 0.0
             history.append(row)
             if not cfg.quiet:
                 tqdm.write(f"{cfg.model} epoch {epoch}/{cfg.epochs}: loss {row['train_loss']:.4f} "
