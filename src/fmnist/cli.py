@@ -64,6 +64,8 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
         group.add_argument(flag, type=kind, help=text)
     group.add_argument("--tta", action=argparse.BooleanOptionalAction, help="flip test-time augmentation")
     group.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, help="bfloat16 autocast")
+    group.add_argument("--whiten", action=argparse.BooleanOptionalAction,
+                       help="first convolution: fixed whitening filters of the training images' patches")
     group.add_argument("--compile", action=argparse.BooleanOptionalAction,
                        help="torch.compile the model for training steps (needs a C++ compiler on CPU)")
     add_data_flags(p)

@@ -50,6 +50,7 @@ class TrainConfig:
     # average is what is validated, checkpointed and tested
     tta: bool = False  # average predictions over the image and its mirror image
     mixed_precision: bool = False  # bfloat16 autocast (pays on GPUs, not on CPUs without AMX)
+    whiten: bool = False  # first conv: fixed patch-whitening filters of the training split
     compile: bool = False  # torch.compile the training step's model (timed apart from training)
     target_accuracy: float = 0.0  # stop once validation accuracy reaches this (0: off)
     recipe: str = ""  # the recipe these values started from, for the record

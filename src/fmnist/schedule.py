@@ -37,12 +37,13 @@ def lr_factor(schedule: str, total_steps: int, warmup: float) -> Callable[[int],
 def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float = 0.0,
                    momentum: float = 0.9) -> torch.optim.Optimizer:
     """Adam (the study's), AdamW, or SGD with Nesterov momentum. Weight decay spares biases and
-    BatchNorm parameters, whose decay only hurts."""
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    rest = [p for p in model.parameters() if p.ndim <= 1]
+    BatchNorm parameters, whose decay only hurts. Frozen parameters are left out."""
+    trained = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in trained if p.ndim > 1]
+    rest = [p for p in trained if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
     # Fused kernels do the whole update in one pass per step; same arithmetic as the loop versions.
-    fused = next(model.parameters()).device.type in ("cpu", "cuda")
+    fused = trained[0].device.type in ("cpu", "cuda")
     if name == "adam":
         return torch.optim.Adam(groups, lr=lr, fused=fused)
     if name == "adamw":

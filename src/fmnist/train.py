@@ -1,7 +1,8 @@
 """The training loop: the whole dataset as one tensor, index batches, a checkpoint per epoch.
 
 The study's plain Adam and cross-entropy by default; the config adds schedules, other optimizers,
-label smoothing, augmentation, a weight average, bf16 autocast and compilation. A run folder gets
+label smoothing, augmentation, a whitened first layer, a weight average, bf16 autocast and
+compilation. A run folder gets
 `history.csv` (one row per epoch), `last.pt` and `best.pt` (by validation accuracy); each holds
 the weights, optimizer, schedule, config, epoch, history and the random states to resume.
 """
@@ -29,6 +30,7 @@ from .config import TrainConfig
 from .errors import FmnistError, UsageError
 from .files import save_checkpoint, write_csv
 from .infer import layout, loss_accuracy, predict_logits
+from .models.whiten import freeze_first_conv, whiten_first_conv
 from .schedule import make_optimizer, make_scheduler
 
 CHECK_EVERY = 25  # steps between finiteness checks and progress-bar updates
@@ -271,6 +273,15 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], val: tuple[t
     if cfg.batch_size > n:
         raise UsageError(f"batch size {cfg.batch_size} is larger than the {n} training images")
     steps = (n + cfg.batch_size - 1) // cfg.batch_size
+    start = time.perf_counter()
+    if cfg.whiten:  # before the optimizer and the average are made, which take the frozen stem as is
+        try:
+            if resume is None:
+                whiten_first_conv(model, images)
+            freeze_first_conv(model)
+        except ValueError as e:
+            raise UsageError(f"--whiten: {e}") from None
+    setup_seconds = time.perf_counter() - start
     trainer = make_trainer(model, cfg, steps)
     generator = torch.Generator().manual_seed(cfg.seed)
     history: list[dict] = []
@@ -280,7 +291,7 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], val: tuple[t
         history, best = list(resume["history"]), resume["best_val_accuracy"]
     if progress is not None:  # redraw the interrupted epoch from its starting state
         generator.set_state(resume["partial_generator"])
-    elapsed = history[-1]["elapsed"] if history else 0.0
+    elapsed = history[-1]["elapsed"] if history else setup_seconds
     compile_seconds = compile_steps(trainer, images, labels, cfg.batch_size) if cfg.compile else 0.0
     with trainer.stop.installed():
         for epoch in range(len(history) + 1, cfg.epochs + 1):
