@@ -2,18 +2,15 @@
 
 The study's plain Adam and cross-entropy by default; the config adds schedules, other optimizers,
 label smoothing, augmentation, a whitened first layer, a weight average, bf16 autocast and
-compilation. A run folder gets
-`history.csv` (one row per epoch), `last.pt` and `best.pt` (by validation accuracy); each holds
-the weights, optimizer, schedule, config, epoch, history and the random states to resume.
+compilation. A run folder gets `history.csv` (one row per epoch), `last.pt` and `best.pt` (by
+validation accuracy); each holds the weights, optimizer, schedule, config, epoch, history and the
+random states to resume.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -30,6 +27,7 @@ from .config import TrainConfig
 from .errors import FmnistError, UsageError
 from .files import save_checkpoint, write_csv
 from .infer import layout, loss_accuracy, predict_logits
+from .interrupt import Interrupted, StopFlag
 from .models.whiten import freeze_first_conv, whiten_first_conv
 from .schedule import make_optimizer, make_scheduler
 
@@ -44,44 +42,6 @@ class DivergedError(FmnistError):
         super().__init__(f"loss became NaN or infinite at epoch {epoch}, step {step}; "
                          "the last good checkpoint is kept (try a lower --lr)")
         self.epoch, self.step = epoch, step
-
-
-class Interrupted(FmnistError):
-    """Ctrl-C or SIGTERM during training; last.pt then holds the run up to the step it reached."""
-
-    exit_code = 130
-
-    def __init__(self, epoch: int, step: int, run_dir: Path | None):
-        where = (f"; saved at step {step} of epoch {epoch}, resume with: fmnist train --resume {run_dir}"
-                 if run_dir is not None else "")
-        super().__init__(f"interrupted during epoch {epoch}{where}")
-        self.epoch, self.step = epoch, step
-
-
-class StopFlag:
-    """Ctrl-C and SIGTERM set a flag that the loop reads between steps, so the weights are never
-    caught half-updated and the exact step can be saved. A second signal stops at once."""
-
-    def __init__(self) -> None:
-        self.set = False
-
-    @contextlib.contextmanager
-    def installed(self):
-        if threading.current_thread() is not threading.main_thread():
-            yield self
-            return
-
-        def handler(signum, frame):
-            if self.set:
-                raise KeyboardInterrupt
-            self.set = True
-
-        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield self
-        finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
 
 
 @dataclasses.dataclass
@@ -99,6 +59,9 @@ class Trainer:
 
     def step_model(self) -> Callable[[torch.Tensor], torch.Tensor]:
         return self.forward or self.model
+
+    def autocast(self, device: torch.device) -> torch.autocast:
+        return torch.autocast(device.type, torch.bfloat16, enabled=self.mixed_precision)
 
     def evaluated(self) -> nn.Module:
         """The weights that are validated, checkpointed and tested: the average when there is one."""
@@ -150,9 +113,8 @@ def compile_steps(trainer: Trainer, images: torch.Tensor, labels: torch.Tensor, 
     # Static shapes: a graph for the full batches and one for the last, smaller batch.
     trainer.forward = torch.compile(model, dynamic=False)
     snapshot, rng = copy.deepcopy(model.state_dict()), torch.get_rng_state()
-    autocast = torch.autocast(images.device.type, torch.bfloat16, enabled=trainer.mixed_precision)
     for size in sorted({batch_size, len(images) % batch_size or batch_size}):
-        with autocast:
+        with trainer.autocast(images.device):
             logits = trainer.forward(layout(model, images[:size]))
         F.cross_entropy(logits.float(), labels[:size]).backward()
     model.zero_grad(set_to_none=True)
@@ -224,7 +186,7 @@ def train_epoch(trainer: Trainer, images, labels, order, batch_size, bar, epoch,
         losses[:progress.step] = progress.losses[:progress.step].to(images.device)
     correct = torch.zeros((), dtype=torch.long, device=images.device)
     checked = first = progress.step
-    autocast = torch.autocast(images.device.type, torch.bfloat16, enabled=trainer.mixed_precision)
+    autocast = trainer.autocast(images.device)
     for step in range(first, steps):
         if trainer.stop.set:
             return EpochProgress(step, losses.cpu(), progress.correct + int(correct))
