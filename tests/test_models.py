@@ -43,3 +43,11 @@ def test_registry_rejects_duplicates_and_unknown_names(monkeypatch):
         register_model(probe_model)
     with pytest.raises(UsageError, match="unknown model 'resnet1000'.*shallow"):
         create_model("resnet1000")
+
+
+def test_resnet_quick_reads_each_2x2_patch_once():
+    model = create_model("resnet_quick")
+    stem = model[0]
+    assert stem.kernel_size == stem.stride == (2, 2) and stem.out_channels == 8
+    assert model[:3](torch.rand(2, 1, 28, 28)).shape == (2, 8, 14, 14)
+    assert count_params(model) < count_params(create_model("resnet_fast"))

@@ -129,3 +129,18 @@ def test_compile_is_timed_apart_and_leaves_the_start_unchanged(data_dir, tmp_pat
     assert compiled["compile_seconds"] > 0 and eager["compile_seconds"] == 0
     # The same training, up to the rounding of fused kernels.
     assert compiled["train_loss"] == pytest.approx(eager["train_loss"], rel=1e-3)
+
+
+def test_a_failed_compilation_warns_and_trains_eagerly(data_dir, tmp_path, capsys, monkeypatch):
+    def no_compiler(model, **kwargs):
+        def forward(x):
+            raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\nmore detail")
+        return forward
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    args = ("resnet_fast", "--epochs", "1", "--batch-size", "16", "--compile")
+    code, out, err = cli(capsys, *train_args(data_dir, tmp_path / "c", *args))
+    assert code == 0, err
+    assert "warning: --compile: compilation failed, training without it (InvalidCxxCompiler" in err
+    assert "more detail" not in err
+    assert json.loads((tmp_path / "c" / "metrics.json").read_text())["test_accuracy"] >= 0

@@ -19,17 +19,22 @@ def correlated_images(n=400, seed=0):
     return smooth + 0.05 * torch.rand(n, 1, 28, 28, generator=g)
 
 
-def test_filters_whiten_the_patches_and_come_in_pairs():
+@pytest.mark.parametrize("conv", [
+    nn.Conv2d(1, 18, 3, padding=1, bias=False),  # all 9 directions of a 3×3 patch, ± each
+    nn.Conv2d(1, 8, 2, stride=2, bias=False),  # resnet_quick's stem: all 4 of a 2×2 patch
+], ids=["3x3", "2x2-stride-2"])
+def test_filters_whiten_the_patches_and_come_in_pairs(conv):
     images = correlated_images()
-    conv = nn.Conv2d(1, 18, 3, padding=1, bias=False)  # all 9 directions of a 3×3 patch, ± each
     w = whitening_filters(images, conv, eps=0.0)
+    k = conv.out_channels // 2
+    size = conv.kernel_size[0]
     assert w.shape == conv.weight.shape
-    assert torch.allclose(w[9:], -w[:9])
-    patches = nn.functional.unfold(images, 3, padding=1).transpose(1, 2).reshape(-1, 9).double()
+    assert torch.allclose(w[k:], -w[:k])
+    patches = nn.functional.unfold(images, size, padding=conv.padding).transpose(1, 2).reshape(-1, k).double()
     patches -= patches.mean(0)
-    out = patches @ w[:9].reshape(9, 9).double().T
+    out = patches @ w[:k].reshape(k, k).double().T
     cov = out.T @ out / len(out)
-    assert torch.allclose(cov, torch.eye(9, dtype=torch.float64), atol=1e-3)
+    assert torch.allclose(cov, torch.eye(k, dtype=torch.float64), atol=1e-3)
 
 
 def test_too_many_channels_for_the_patch_is_refused():
@@ -39,11 +44,12 @@ def test_too_many_channels_for_the_patch_is_refused():
         first_conv(create_model("shallow"))
 
 
-def test_whitened_stem_stays_fixed_while_the_rest_trains():
+@pytest.mark.parametrize("name", ["resnet_fast", "resnet_quick"])
+def test_whitened_stem_stays_fixed_while_the_rest_trains(name):
     images = correlated_images(256)
     labels = torch.arange(256) % 10
-    model = create_model("resnet_fast")
-    cfg = TrainConfig(model="resnet_fast", epochs=1, batch_size=64, whiten=True, ema=0.9, quiet=True,
+    model = create_model(name)
+    cfg = TrainConfig(model=name, epochs=1, batch_size=64, whiten=True, ema=0.9, quiet=True,
                       optimizer="adamw", weight_decay=0.1, lr=0.01)
     others = [p.detach().clone() for p in model.parameters()][1:]
     train.fit(model, (images[:192], labels[:192]), (images[192:], labels[192:]), cfg)

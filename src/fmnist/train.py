@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -18,9 +19,8 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
-
 from torch.optim.swa_utils import AveragedModel
+from tqdm import tqdm
 
 from .augment import augment, parse_augment
 from .config import TrainConfig
@@ -107,16 +107,21 @@ def compile_steps(trainer: Trainer, images: torch.Tensor, labels: torch.Tensor, 
     """Compile the training model and run a forward and backward pass at each batch size an epoch
     uses, so no compilation falls inside the timed epochs; then restore the weights, BatchNorm
     statistics and random state, so training starts exactly where it would have. Returns the
-    seconds this took."""
+    seconds this took. If compilation fails (no C++ compiler, say), warns and trains eagerly."""
     start = time.perf_counter()
     model = trainer.model
     # Static shapes: a graph for the full batches and one for the last, smaller batch.
     trainer.forward = torch.compile(model, dynamic=False)
     snapshot, rng = copy.deepcopy(model.state_dict()), torch.get_rng_state()
-    for size in sorted({batch_size, len(images) % batch_size or batch_size}):
-        with trainer.autocast(images.device):
-            logits = trainer.forward(layout(model, images[:size]))
-        F.cross_entropy(logits.float(), labels[:size]).backward()
+    try:
+        for size in sorted({batch_size, len(images) % batch_size or batch_size}):
+            with trainer.autocast(images.device):
+                logits = trainer.forward(layout(model, images[:size]))
+            F.cross_entropy(logits.float(), labels[:size]).backward()
+    except Exception as e:  # torch reports a missing compiler or backend in many exception types
+        trainer.forward = None
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        tqdm.write(f"warning: --compile: compilation failed, training without it ({reason})", file=sys.stderr)
     model.zero_grad(set_to_none=True)
     model.load_state_dict(snapshot)
     torch.set_rng_state(rng)

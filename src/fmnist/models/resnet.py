@@ -1,8 +1,10 @@
 """Residual networks for the recipes: a compact one for time-to-accuracy, a wider one for accuracy.
 
-Both pool early: a 3×3 convolution costs the same at every pixel, so the wide layers run at 14×14
+All pool early: a 3×3 convolution costs the same at every pixel, so the wide layers run at 14×14
 and 7×7, never at 28×28. Each stage is conv-BN-ReLU, max-pool, then residual blocks of two
-conv-BN-ReLU layers (as in the ResNet-9 of the DAWNBench speed runs).
+conv-BN-ReLU layers (as in the ResNet-9 of the DAWNBench speed runs). The quickest skips 28×28
+altogether: its stem reads each 2×2 patch once (a 2×2 convolution with stride 2), which with 8
+channels keeps everything in the image and, whitened, is lossless.
 """
 
 from __future__ import annotations
@@ -27,10 +29,16 @@ class Residual(nn.Module):
         return x + self.body(x)
 
 
-def resnet(stem: int, widths: tuple[int, ...], blocks: tuple[int, ...]) -> nn.Sequential:
-    """A stem conv at 28×28 and a 2×2 max-pool, then per stage a conv to `widths[i]` and `blocks[i]`
-    residual blocks, with a 2×2 max-pool between stages; global max-pool, a linear classifier."""
-    layers: list[nn.Module] = [*conv_bn(1, stem), nn.MaxPool2d(2)]
+def patch_stem(c_out: int) -> list[nn.Module]:
+    """28×28 to 14×14 in one step: a 2×2 convolution with stride 2 over non-overlapping patches."""
+    return [nn.Conv2d(1, c_out, 2, stride=2, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+
+
+def resnet(stem: int, widths: tuple[int, ...], blocks: tuple[int, ...], patches: bool = False) -> nn.Sequential:
+    """A stem conv at 28×28 and a 2×2 max-pool (or, with `patches`, a 2×2 stride-2 stem), then per
+    stage a conv to `widths[i]` and `blocks[i]` residual blocks, with a 2×2 max-pool between
+    stages; global max-pool, a linear classifier."""
+    layers: list[nn.Module] = patch_stem(stem) if patches else [*conv_bn(1, stem), nn.MaxPool2d(2)]
     c = stem
     for i, (width, n) in enumerate(zip(widths, blocks)):
         if i:
@@ -44,6 +52,12 @@ def resnet(stem: int, widths: tuple[int, ...], blocks: tuple[int, ...]) -> nn.Se
 def resnet_fast() -> nn.Module:
     """Compact ResNet (16 at 28×28, 32 at 14×14 and 7×7, 64 at 3×3; one residual block): seconds per epoch on a CPU."""
     return resnet(16, (32, 32, 64), (0, 1, 0))
+
+
+@register_model
+def resnet_quick() -> nn.Module:
+    """resnet_fast with a 2×2 stride-2 stem of 8 channels: nothing runs at 28×28, a third less time per step."""
+    return resnet(8, (32, 32, 64), (0, 1, 0), patches=True)
 
 
 @register_model
