@@ -15,9 +15,10 @@ from torch import nn
 from .registry import register_model
 
 
-def conv_bn(c_in: int, c_out: int) -> list[nn.Module]:
+def conv_bn(c_in: int, c_out: int, kernel: int = 3, stride: int = 1, padding: int = 1) -> list[nn.Module]:
     # No conv bias: the BatchNorm that follows has its own.
-    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+    return [nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),
+            nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
 
 
 class Residual(nn.Module):
@@ -29,16 +30,13 @@ class Residual(nn.Module):
         return x + self.body(x)
 
 
-def patch_stem(c_out: int) -> list[nn.Module]:
-    """28×28 to 14×14 in one step: a 2×2 convolution with stride 2 over non-overlapping patches."""
-    return [nn.Conv2d(1, c_out, 2, stride=2, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
-
-
 def resnet(stem: int, widths: tuple[int, ...], blocks: tuple[int, ...], patches: bool = False) -> nn.Sequential:
     """A stem conv at 28×28 and a 2×2 max-pool (or, with `patches`, a 2×2 stride-2 stem), then per
     stage a conv to `widths[i]` and `blocks[i]` residual blocks, with a 2×2 max-pool between
     stages; global max-pool, a linear classifier."""
-    layers: list[nn.Module] = patch_stem(stem) if patches else [*conv_bn(1, stem), nn.MaxPool2d(2)]
+    # The patch stem goes from 28×28 to 14×14 in one step, over non-overlapping 2×2 patches.
+    layers: list[nn.Module] = (conv_bn(1, stem, kernel=2, stride=2, padding=0) if patches
+                               else [*conv_bn(1, stem), nn.MaxPool2d(2)])
     c = stem
     for i, (width, n) in enumerate(zip(widths, blocks)):
         if i:
