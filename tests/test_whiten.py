@@ -30,7 +30,7 @@ def test_filters_whiten_the_patches_and_come_in_pairs(conv):
     size = conv.kernel_size[0]
     assert w.shape == conv.weight.shape
     assert torch.allclose(w[k:], -w[:k])
-    patches = nn.functional.unfold(images, size, padding=conv.padding).transpose(1, 2).reshape(-1, k).double()
+    patches = nn.functional.unfold(images, size, padding=conv.padding, stride=conv.stride).transpose(1, 2).reshape(-1, k).double()
     patches -= patches.mean(0)
     out = patches @ w[:k].reshape(k, k).double().T
     cov = out.T @ out / len(out)
