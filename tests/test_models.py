@@ -51,3 +51,11 @@ def test_resnet_quick_reads_each_2x2_patch_once():
     assert stem.kernel_size == stem.stride == (2, 2) and stem.out_channels == 8
     assert model[:3](torch.rand(2, 1, 28, 28)).shape == (2, 8, 14, 14)
     assert count_params(model) < count_params(create_model("resnet_fast"))
+
+
+def test_resnet_sprint_has_no_wide_14x14_maps():
+    model = create_model("resnet_sprint")
+    assert model[:3](torch.rand(2, 1, 28, 28)).shape == (2, 8, 14, 14)  # the stem of resnet_quick
+    assert model[:6](torch.rand(2, 1, 28, 28)).shape == (2, 32, 7, 7)  # then straight to 7×7
+    assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    assert count_params(model) < count_params(create_model("resnet_quick"))

@@ -21,7 +21,7 @@ def correlated_images(n=400, seed=0):
 
 @pytest.mark.parametrize("conv", [
     nn.Conv2d(1, 18, 3, padding=1, bias=False),  # all 9 directions of a 3×3 patch, ± each
-    nn.Conv2d(1, 8, 2, stride=2, bias=False),  # resnet_quick's stem: all 4 of a 2×2 patch
+    nn.Conv2d(1, 8, 2, stride=2, bias=False),  # resnet_quick's and resnet_sprint's stem: all 4 of a 2×2 patch
 ], ids=["3x3", "2x2-stride-2"])
 def test_filters_whiten_the_patches_and_come_in_pairs(conv):
     images = correlated_images()
@@ -30,7 +30,9 @@ def test_filters_whiten_the_patches_and_come_in_pairs(conv):
     size = conv.kernel_size[0]
     assert w.shape == conv.weight.shape
     assert torch.allclose(w[k:], -w[:k])
-    patches = nn.functional.unfold(images, size, padding=conv.padding, stride=conv.stride).transpose(1, 2).reshape(-1, k).double()
+    # The patches the convolution reads: all of them for stride 1, every other one for stride 2.
+    patches = nn.functional.unfold(images, size, padding=conv.padding, stride=conv.stride)
+    patches = patches.transpose(1, 2).reshape(-1, k).double()
     patches -= patches.mean(0)
     out = patches @ w[:k].reshape(k, k).double().T
     cov = out.T @ out / len(out)
@@ -44,7 +46,7 @@ def test_too_many_channels_for_the_patch_is_refused():
         first_conv(create_model("shallow"))
 
 
-@pytest.mark.parametrize("name", ["resnet_fast", "resnet_quick"])
+@pytest.mark.parametrize("name", ["resnet_fast", "resnet_quick", "resnet_sprint"])
 def test_whitened_stem_stays_fixed_while_the_rest_trains(name):
     images = correlated_images(256)
     labels = torch.arange(256) % 10
