@@ -52,6 +52,7 @@ def test_out_of_range_values(field, value):
     ("label_smoothing", -0.1, "label_smoothing must lie"),
     ("target_accuracy", 2.0, "target_accuracy must lie"),
     ("weight_decay", -1.0, "must not be negative"),
+    ("tta_shift", -1, "tta_shift must not be negative"),
 ])
 def test_training_options_are_checked(field, value, message):
     with pytest.raises(UsageError, match=message):

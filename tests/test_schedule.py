@@ -1,4 +1,4 @@
-"""Learning-rate schedules, optimizers, the weight average (EMA) and flip test-time augmentation."""
+"""Learning-rate schedules, optimizers, the weight average (EMA) and test-time augmentation."""
 
 import math
 
@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from fmnist.config import TrainConfig
-from fmnist.infer import predict_logits
+from fmnist.infer import predict_logits, shift
 from fmnist.schedule import lr_factor, make_optimizer, make_scheduler
 from fmnist.train import make_trainer
 
@@ -93,3 +93,22 @@ def test_flip_tta_averages_the_image_and_its_mirror():
     tta = predict_logits(model, x, tta=True)
     with torch.no_grad():
         assert torch.allclose(tta, model(x) / 2 + model(x.flip(3)) / 2) and not torch.allclose(tta, model(x))
+
+
+def test_shift_moves_the_pixels_and_fills_the_edge_with_zeros():
+    x = torch.arange(1.0, 10.0).reshape(1, 1, 3, 3)
+    assert shift(x, 1, 0).tolist() == [[[[0, 1, 2], [0, 4, 5], [0, 7, 8]]]]  # right
+    assert shift(x, 0, -1).tolist() == [[[[4, 5, 6], [7, 8, 9], [0, 0, 0]]]]  # up
+    assert shift(x, 0, 0).equal(x) and shift(x, 2, 2).tolist() == [[[[0, 0, 0], [0, 0, 0], [0, 0, 1]]]]
+
+
+def test_shift_tta_averages_the_moved_images_and_their_mirrors():
+    x = torch.rand(5, 1, 28, 28)
+    model = LeftHalf()
+    views = [x, shift(x, 2, 0), shift(x, -2, 0), shift(x, 0, 2), shift(x, 0, -2)]
+    with torch.no_grad():
+        moved = sum(model(v) for v in views) / 5
+        both = sum(model(v) + model(v.flip(3)) for v in views) / 10
+    assert torch.allclose(predict_logits(model, x, tta_shift=2), moved)
+    assert torch.allclose(predict_logits(model, x, tta=True, tta_shift=2), both)
+    assert not torch.allclose(moved, model(x).detach())

@@ -43,6 +43,7 @@ RECIPE_FLAGS = [
     ("--augment", str, "comma-separated: crop, flip, erase (default none)"),
     ("--crop-pad", int, "pixels of shift for crop (default 2)"),
     ("--erase-p", float, "probability per image for erase (default 0.5)"),
+    ("--tta-shift", int, "pixels: the test also averages over images moved this far each way (default 0)"),
     ("--ema", float, "decay of a weight average that is validated and tested (default 0: off)"),
     ("--target-accuracy", float, "stop once validation accuracy reaches this, e.g. 0.93"),
 ]

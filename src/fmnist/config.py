@@ -49,6 +49,8 @@ class TrainConfig:
     ema: float = 0.0  # decay of an exponential moving average of the weights (0: off); the
     # average is what is validated, checkpointed and tested
     tta: bool = False  # average predictions over the image and its mirror image
+    tta_shift: int = 0  # and over the image moved this many pixels each way, for the test
+    # (validation each epoch leaves the shifts out: five times the cost)
     mixed_precision: bool = False  # bfloat16 autocast (pays on GPUs, not on CPUs without AMX)
     whiten: bool = False  # first conv: fixed patch-whitening filters of the training split
     compile: bool = False  # torch.compile the training step's model (timed apart from training)
@@ -77,8 +79,8 @@ class TrainConfig:
             value = getattr(self, key)
             if not (0 <= value < 1 if top_open else 0 <= value <= 1):
                 raise UsageError(f"{key} must lie in [0, 1{')' if top_open else ']'}, got {value}")
-        if self.weight_decay < 0 or self.crop_pad < 0:
-            raise UsageError("weight_decay and crop_pad must not be negative")
+        if self.weight_decay < 0 or self.crop_pad < 0 or self.tta_shift < 0:
+            raise UsageError("weight_decay, crop_pad and tta_shift must not be negative")
         if self.device not in ("auto", "cpu", "mps") and not self.device.startswith("cuda"):
             raise UsageError(f"device must be auto, cpu, cuda[:N] or mps, got {self.device!r}")
 

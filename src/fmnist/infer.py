@@ -28,20 +28,33 @@ def layout(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return images.contiguous(memory_format=torch.channels_last) if uses_channels_last(model) else images
 
 
+def shift(images: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
+    """`images` (N, C, H, W) moved `dx` pixels right and `dy` down, the uncovered edge zero."""
+    h, w = images.shape[-2:]
+    p = max(abs(dx), abs(dy))
+    padded = F.pad(images, (p, p, p, p))
+    return padded[..., p - dy:p - dy + h, p - dx:p - dx + w]
+
+
 @torch.inference_mode()
 def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 1000,
-                   tta: bool = False) -> torch.Tensor:
+                   tta: bool = False, tta_shift: int = 0) -> torch.Tensor:
     """Logits for every image, in eval mode, in large batches; returned on the CPU as float32.
-    With `tta`, the mean of the logits of each image and of its mirror image."""
+    With `tta`, the mean of the logits of each image and of its mirror image; with `tta_shift`,
+    also over the image moved that many pixels up, down, left and right."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     out = []
     for start in range(0, len(images), batch_size):
-        batch = layout(model, images[start:start + batch_size].to(device, non_blocking=True))
-        logits = model(batch).float()
+        batch = images[start:start + batch_size].to(device, non_blocking=True)
+        views = [batch]
+        if tta_shift:
+            views += [shift(batch, dx, dy) for dx, dy in
+                      ((tta_shift, 0), (-tta_shift, 0), (0, tta_shift), (0, -tta_shift))]
         if tta:
-            logits = (logits + model(batch.flip(3)).float()) / 2
+            views += [v.flip(3) for v in views]
+        logits = sum(model(layout(model, v)).float() for v in views) / len(views)
         out.append(logits.cpu())
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0, 10)

@@ -117,7 +117,7 @@ def evaluate_run(run_dir: Path, data: FashionMNIST | None = None) -> dict:
     model, cfg = load_run_model(run_dir)
     history = read_csv(run_dir / "history.csv")
     data = data or load_data(cfg)
-    logits = predict_logits(model, data.test_images, tta=cfg.tta)
+    logits = predict_logits(model, data.test_images, tta=cfg.tta, tta_shift=cfg.tta_shift)
     metrics = metrics_from_logits(logits, data.test_labels)
     metrics["best_epoch"] = int(load_checkpoint(run_dir / "best.pt")["epoch"])
     metrics.update(timing(history, cfg))
