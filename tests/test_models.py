@@ -59,3 +59,11 @@ def test_resnet_sprint_has_no_wide_14x14_maps():
     assert model[:6](torch.rand(2, 1, 28, 28)).shape == (2, 32, 7, 7)  # then straight to 7×7
     assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
     assert count_params(model) < count_params(create_model("resnet_quick"))
+
+
+def test_resnet_large_has_a_third_stage_at_3x3():
+    model = create_model("resnet_large")
+    x = torch.rand(2, 1, 28, 28)
+    assert model[:3](x).shape == (2, 8, 14, 14)  # resnet_quick's patch stem
+    assert model[:-3](x).shape == (2, 256, 3, 3)
+    assert count_params(model) > count_params(create_model("resnet_wide"))

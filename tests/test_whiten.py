@@ -46,7 +46,7 @@ def test_too_many_channels_for_the_patch_is_refused():
         first_conv(create_model("shallow"))
 
 
-@pytest.mark.parametrize("name", ["resnet_fast", "resnet_quick", "resnet_sprint"])
+@pytest.mark.parametrize("name", ["resnet_fast", "resnet_quick", "resnet_sprint", "resnet_large"])
 def test_whitened_stem_stays_fixed_while_the_rest_trains(name):
     images = correlated_images(256)
     labels = torch.arange(256) % 10

@@ -1,4 +1,4 @@
-"""Residual networks for the recipes: a compact one for time-to-accuracy, a wider one for accuracy.
+"""Residual networks for the recipes: compact ones for time-to-accuracy, wider ones for accuracy.
 
 All pool early: a 3×3 convolution costs the same at every pixel, so the wide layers run at 14×14
 and 7×7, never at 28×28. Each stage is conv-BN-ReLU, max-pool, then residual blocks of two
@@ -6,7 +6,8 @@ conv-BN-ReLU layers (as in the ResNet-9 of the DAWNBench speed runs). The quicke
 altogether: its stem reads each 2×2 patch once (a 2×2 convolution with stride 2), which with 8
 channels keeps everything in the image and, whitened, is lossless. The sprint goes further: its
 first stage's convolution has stride 2, so the only 14×14 maps are the stem's 8 channels (the
-14×14×32 maps, their BatchNorm, ReLU and pooling were most of the quick one's step).
+14×14×32 maps, their BatchNorm, ReLU and pooling were most of the quick one's step). The large one
+spends what the patch stem saves on a third stage, at 3×3.
 """
 
 from __future__ import annotations
@@ -72,3 +73,9 @@ def resnet_sprint() -> nn.Module:
 def resnet_wide() -> nn.Module:
     """Wider ResNet (32 at 28×28, 64 at 14×14 and 128 at 7×7, a residual block at each): for accuracy."""
     return resnet(32, (64, 128), (1, 1))
+
+
+@register_model
+def resnet_large() -> nn.Module:
+    """Three stages after resnet_quick's 2×2 stem (64 at 14×14, 128 at 7×7, 256 at 3×3; a residual block at each)."""
+    return resnet(8, (64, 128, 256), (1, 1, 1), patches=True)
