@@ -49,6 +49,9 @@ def test_recipe_smoke_run(name, data_dir, tmp_path, capsys):
     assert cfg["optimizer"] == recipe["optimizer"]  # flags override, the rest comes from the recipe
     metrics = json.loads((tmp_path / name / "metrics.json").read_text())
     assert 0 <= metrics["test_accuracy"] <= 1 and metrics["train_seconds"] > 0
+    # the time to the reported accuracy is the training time by the end of the chosen epoch
+    assert 0 < metrics["best_seconds"] <= metrics["train_seconds"]
+    assert f"best epoch {metrics['best_epoch']} after {metrics['best_seconds']:.1f} s" in out
 
 
 def test_target_accuracy_stops_early_and_reports_the_time(data_dir, tmp_path, capsys):

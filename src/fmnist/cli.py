@@ -130,7 +130,9 @@ def cmd_train(args) -> int:
     elif target:
         print(f"{model}: validation accuracy never reached {target['val_accuracy']:.4f}")
     print(f"{model}: test accuracy {metrics['test_accuracy']:.4f}, loss {metrics['test_loss']:.4f} "
-          f"(best epoch {metrics['best_epoch']}, {metrics['train_seconds']:.1f} s of training"
+          f"(best epoch {metrics['best_epoch']}"
+          + (f" after {metrics['best_seconds']:.1f} s" if "best_seconds" in metrics else "")
+          + f"; {metrics['train_seconds']:.1f} s of training"
           + (f", {metrics['compile_seconds']:.1f} s compiling" if metrics.get("compile_seconds") else "")
           + f"); run folder {out}")
     for flag in metrics["diagnostics"]:
