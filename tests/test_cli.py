@@ -1,6 +1,7 @@
 """Smoke runs of every command through main(argv) on synthetic data, and one-line errors."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,6 +63,8 @@ def test_study_writes_summary_and_reports(trained, tmp_path, capsys):
         assert {"name", "params", "epochs", "batch_size", "train_accuracy", "val_accuracy",
                 "test_accuracy", "test_loss", "train_seconds", "run_dir"} <= set(m)
         assert 0 <= m["test_accuracy"] <= 1 and m["epochs"] == 1 and m["batch_size"] == 32
+        run_metrics = json.loads((Path(m["run_dir"]) / "metrics.json").read_text())
+        assert m["train_seconds"] == run_metrics["train_seconds"]  # one definition of training time
     html = (tmp_path / "s" / "report.html").read_text()
     assert "data:image/png;base64," in html and "simple_cnn" in html
     assert "## Comparison" in (tmp_path / "s" / "report.md").read_text()

@@ -159,7 +159,9 @@ def summarize(run_dir: Path) -> dict:
             "epochs": len(history), "batch_size": cfg["batch_size"],
             "train_accuracy": best["train_accuracy"], "val_accuracy": best["val_accuracy"],
             "test_accuracy": metrics["test_accuracy"], "test_loss": metrics["test_loss"],
-            "train_seconds": sum(h["seconds"] for h in history), "best_epoch": metrics["best_epoch"],
+            # the same training seconds as the run's own metrics.json (validation included)
+            "train_seconds": metrics.get("train_seconds", sum(h["seconds"] for h in history)),
+            "best_epoch": metrics["best_epoch"],
             "run_dir": str(run_dir)}
 
 
