@@ -133,7 +133,7 @@ def evaluate_run(run_dir: Path, data: FashionMNIST | None = None) -> dict:
     return metrics
 
 
-def timing(history: list[dict], cfg: TrainConfig, best_epoch: int | None = None) -> dict:
+def timing(history: list[dict], cfg: TrainConfig, best_epoch: int) -> dict:
     """Training wall time (steps, augmentation and validation; not data loading or compilation),
     the compilation time, the training time by the end of the best epoch (the time to the reported
     accuracy), and when the validation accuracy first reached the target, if one was set."""
@@ -159,8 +159,7 @@ def summarize(run_dir: Path) -> dict:
             "epochs": len(history), "batch_size": cfg["batch_size"],
             "train_accuracy": best["train_accuracy"], "val_accuracy": best["val_accuracy"],
             "test_accuracy": metrics["test_accuracy"], "test_loss": metrics["test_loss"],
-            # the same training seconds as the run's own metrics.json (validation included)
-            "train_seconds": metrics.get("train_seconds", sum(h["seconds"] for h in history)),
+            "train_seconds": metrics["train_seconds"],  # timing()'s, validation included
             "best_epoch": metrics["best_epoch"],
             "run_dir": str(run_dir)}
 
