@@ -61,3 +61,30 @@ def test_mutated_valid_files_give_an_array_or_our_error(draw):
     except FmnistError:
         return
     assert isinstance(out, np.ndarray)
+
+
+def test_a_gzip_bomb_is_read_no_further_than_its_header_declares(tmp_path):
+    import tracemalloc
+    import zlib
+
+    # A valid header for 10 images, then 200 MB of zeros: a few hundred KB compressed.
+    z = zlib.compressobj(9, zlib.DEFLATED, 31)
+    blob = z.compress(encode_idx(np.zeros((10, 28, 28), np.uint8)))
+    chunk = bytes(1 << 20)
+    blob += b"".join(z.compress(chunk) for _ in range(200)) + z.flush()
+    (tmp_path / "bomb.gz").write_bytes(blob)
+    tracemalloc.start()
+    try:
+        with pytest.raises(FmnistError, match="7857 bytes but its header"):
+            read_idx(tmp_path / "bomb.gz")  # the declared 7,856 bytes and one more
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 5_000_000
+
+
+def test_a_header_declaring_more_than_the_dataset_is_refused_unread(tmp_path):
+    header = encode_idx(np.zeros((1, 28, 28), np.uint8))[:4] + (1_000_000).to_bytes(4, "big") + bytes([0, 0, 0, 28]) * 2
+    (tmp_path / "big").write_bytes(header + bytes(1000))
+    with pytest.raises(FmnistError, match="declares 784,000,016 bytes, more than any Fashion-MNIST file"):
+        read_idx(tmp_path / "big")

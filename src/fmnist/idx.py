@@ -6,13 +6,41 @@ import gzip
 import struct
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from .errors import FmnistError
 
 UBYTE = 0x08
-MAX_BYTES = 1 << 31  # far above Fashion-MNIST's 47 MB; stops a hostile header or gzip bomb early
+# The largest Fashion-MNIST file (60,000 images of 28×28 and a 16-byte header). A header that
+# declares more is refused before anything is read, so memory stays bounded by the real dataset.
+MAX_BYTES = 16 + 60_000 * 28 * 28
+
+
+def declared_size(head: bytes) -> int | None:
+    """The total size an IDX header declares (header included), or None if `head` is not one."""
+    if len(head) < 4:
+        return None
+    zero, dtype, ndim = struct.unpack(">HBB", head[:4])
+    if zero != 0 or dtype != UBYTE or not 1 <= ndim <= 4 or len(head) < 4 + 4 * ndim:
+        return None
+    dims = struct.unpack(f">{ndim}I", head[4:4 + 4 * ndim])
+    return 4 + 4 * ndim + int(np.prod(dims, dtype=np.int64))
+
+
+def _read_declared(f: BinaryIO, path: Path) -> bytes:
+    """Read the header, then no more than the size it declares plus one byte (to see trailing
+    data); content that is not IDX is read up to a few bytes for parse_idx's message."""
+    head = f.read(4)
+    if len(head) == 4 and head[2] == UBYTE and 1 <= head[3] <= 4:
+        head += f.read(4 * head[3])
+    size = declared_size(head)
+    if size is None:
+        return head
+    if size > MAX_BYTES:
+        raise FmnistError(f"{path} declares {size:,} bytes, more than any Fashion-MNIST file")
+    return head + f.read(size - len(head) + 1)
 
 
 def read_bytes(path: Path) -> bytes:
@@ -23,16 +51,12 @@ def read_bytes(path: Path) -> bytes:
             f.seek(0)
             if head == b"\x1f\x8b":
                 with gzip.GzipFile(fileobj=f) as g:
-                    data = g.read(MAX_BYTES + 1)
-            else:
-                data = f.read(MAX_BYTES + 1)
+                    return _read_declared(g, path)
+            return _read_declared(f, path)
     except FileNotFoundError:
         raise FmnistError(f"missing data file: {path}") from None
     except (OSError, EOFError, zlib.error) as e:
         raise FmnistError(f"{path} is corrupt or truncated ({e})") from None
-    if len(data) > MAX_BYTES:
-        raise FmnistError(f"{path} is larger than any Fashion-MNIST file")
-    return data
 
 
 def parse_idx(data: bytes, name: str = "IDX data") -> np.ndarray:
