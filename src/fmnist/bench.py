@@ -14,8 +14,10 @@ from tqdm import tqdm
 
 from .config import TrainConfig
 from .data import FashionMNIST, stratified_split
-from .infer import layout, predict_logits, prepare, resolve_device
+from .device import resolve_device
+from .infer import layout, predict_logits, prepare
 from .models import create_model, flops_per_image
+from .progress import bars
 from .train import epoch_data, make_trainer, train_epoch
 
 WARMUP_STEPS = 30
@@ -72,7 +74,7 @@ def bench_model(name: str, data: FashionMNIST, batch_size: int, epochs: int, dev
     for epoch in range(epochs):
         _sync(device)
         start = time.perf_counter()
-        with tqdm(total=steps, desc=f"bench {name}", disable=quiet, leave=False) as bar:
+        with tqdm(total=steps, desc=f"bench {name}", disable=not bars(quiet), leave=False) as bar:
             order, images = epoch_data(x, cfg, gen)
             train_epoch(trainer, images, y, order, batch_size, bar, epoch + 1)
         _sync(device)

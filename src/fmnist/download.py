@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from .errors import FmnistError
 from .files import atomic_path
+from .progress import bars
 
 # The publisher's server first, then the copy in the dataset's GitHub repository.
 MIRRORS = (
@@ -42,7 +43,7 @@ def _fetch_once(url: str, dest: Path, timeout: float, progress: bool) -> None:
     with urllib.request.urlopen(url, timeout=timeout) as resp, open(dest, "wb") as out:
         total = int(resp.headers.get("Content-Length") or 0) or None
         with tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1],
-                  disable=not progress, leave=False) as bar:
+                  disable=not bars(quiet=not progress), leave=False) as bar:
             got = 0
             for chunk in iter(lambda: resp.read(1 << 16), b""):
                 out.write(chunk)
