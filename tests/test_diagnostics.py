@@ -24,10 +24,14 @@ def test_nan_loss_and_divergence_are_flagged():
     assert any("epoch 3, step 7" in f for f in flags)
 
 
-def test_overfitting_is_flagged():
-    flags = check_run("m", {"test_accuracy": 0.9, "test_loss": 0.3},
-                      history(0.99, 0.9, (0.3, 0.25, 0.4)))
-    assert any("gap" in f for f in flags) and any("lowest at epoch 2" in f for f in flags)
+def test_overfitting_is_flagged_and_names_the_epoch_that_is_tested():
+    rows = history(0.99, 0.9, (0.3, 0.25, 0.4, 0.45))
+    for row, acc in zip(rows, (0.85, 0.88, 0.91, 0.90)):
+        row["val_accuracy"] = acc  # best accuracy at epoch 3, lowest loss at epoch 2
+    flags = check_run("m", {"test_accuracy": 0.9, "test_loss": 0.3}, rows)
+    assert any("gap" in f for f in flags)
+    (loss_flag,) = [f for f in flags if "lowest at epoch 2" in f]
+    assert "highest validation accuracy, epoch 3" in loss_flag
 
 
 def test_identical_results_are_flagged():

@@ -34,14 +34,20 @@ def check_run(name: str, metrics: dict, history: list[dict], diverged: dict | No
     if history:
         last = history[-1]
         gap = last["train_accuracy"] - last["val_accuracy"]
-        best_epoch = int(min(history, key=lambda h: h["val_loss"])["epoch"])
+        lowest_loss_epoch = int(min(history, key=lambda h: h["val_loss"])["epoch"])
         if gap > GAP:
             flags.append(f"{name}: over-fitting: train accuracy {last['train_accuracy']:.1%} vs "
                          f"validation {last['val_accuracy']:.1%} (gap {gap:.1%}) after the last epoch.")
-        if best_epoch < last["epoch"] and last["val_loss"] > 1.1 * min(h["val_loss"] for h in history):
-            flags.append(f"{name}: validation loss was lowest at epoch {best_epoch} and has risen "
-                         f"since to {last['val_loss']:.3f}: over-fitting (best.pt keeps the best epoch).")
+        if lowest_loss_epoch < last["epoch"] and last["val_loss"] > 1.1 * min(h["val_loss"] for h in history):
+            flags.append(f"{name}: validation loss was lowest at epoch {lowest_loss_epoch} and has risen "
+                         f"since to {last['val_loss']:.3f}: over-fitting (the tested checkpoint is the "
+                         f"epoch of highest validation accuracy, epoch {best_accuracy_epoch(history)}).")
     return flags
+
+
+def best_accuracy_epoch(history: list[dict]) -> int:
+    """The epoch best.pt holds: the first with the highest validation accuracy."""
+    return int(max(history, key=lambda h: h["val_accuracy"])["epoch"])
 
 
 def check_identical(results: dict[str, dict]) -> list[str]:
