@@ -9,9 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from torch import nn
 
 from fmnist import data
 from fmnist.idx import encode_idx
+from fmnist.models import registry
 
 
 def make_split(per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -82,3 +84,27 @@ def cli(capsys, *argv) -> tuple[int, str, str]:
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
+
+
+class NanAfter(nn.Module):
+    """Learns normally for `steps` training steps, then returns NaN logits."""
+
+    def __init__(self, steps: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+        self.steps, self.calls = steps, 0
+
+    def forward(self, x):
+        out = self.net(x)
+        if self.training:
+            self.calls += 1
+            if self.calls > self.steps:
+                return out * float("nan")
+        return out
+
+
+@pytest.fixture
+def register(monkeypatch):
+    """Register models for one test only: `register(fn)` adds `fn` under its name."""
+    monkeypatch.setattr(registry, "_BUILDERS", dict(registry._BUILDERS))
+    return registry.register_model

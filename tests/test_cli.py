@@ -5,9 +5,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from fmnist import CLASSES, files, load_fashion_mnist, predict_logits
 from fmnist.cli import main
+from fmnist.images import load_image
+from fmnist.workflow import load_run_model
 
 from conftest import cli, train_args, write_dataset
 
@@ -26,8 +30,23 @@ def test_train_writes_the_run_folder(trained):
     assert {"config.json", "history.csv", "metrics.json", "best.pt", "last.pt", "curves.png",
             "confusion.png", "samples.png", "misclassified.png", "report.html"} <= names
     metrics = json.loads((trained / "run" / "metrics.json").read_text())
-    assert len(metrics["confusion_matrix"]) == 10 and "macro avg" in metrics["classification_report"]
-    assert len(metrics["most_confused"]) <= 5 and 0 <= metrics["top2_accuracy"] <= 1
+    cm = np.array(metrics["confusion_matrix"])
+    assert cm.shape == (10, 10) and cm.sum() == metrics["n_test"] == 50  # every test image once
+    assert metrics["test_accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
+    assert metrics["classification_report"]["accuracy"] == pytest.approx(metrics["test_accuracy"])
+    assert metrics["test_accuracy"] <= metrics["top2_accuracy"]
+    off = cm - np.diag(np.diag(cm))
+    assert [p["count"] for p in metrics["most_confused"]] == sorted(off[off > 0].tolist(), reverse=True)[:5]
+
+
+def test_run_report_shows_the_numbers_of_metrics_json(trained):
+    metrics = json.loads((trained / "run" / "metrics.json").read_text())
+    html = (trained / "run" / "report.html").read_text()
+    for key in ("test_accuracy", "test_loss", "top2_accuracy", "train_seconds"):
+        value = metrics[key]
+        assert f"<td>{value:.1f}</td>" in html if key == "train_seconds" else f"<td>{value:.4f}</td>" in html, key
+    f1 = metrics["classification_report"]["Trouser"]["f1-score"]
+    assert f"<td>Trouser</td>" in html and f"{f1:.3f}" in html
 
 
 def test_evaluate_recomputes_from_files(trained, capsys):
@@ -39,17 +58,25 @@ def test_evaluate_recomputes_from_files(trained, capsys):
 
 
 def test_predict_reports_bad_files_and_classifies_the_rest(trained, tmp_path, capsys):
-    good = tmp_path / "shirt.png"
-    Image.fromarray(np.full((40, 30), 200, np.uint8)).save(good)
+    data = load_fashion_mnist(str(trained / "data"), verify=False, progress=False)
+    good = []
+    for i in range(2):
+        good.append(tmp_path / f"test{i}.png")
+        Image.fromarray((data.test_images[i, 0].numpy() * 255).round().astype(np.uint8)).save(good[-1])
+    # The run's model on the files as predict brings them to the dataset's form (the real-data
+    # tests check that form against the test set itself).
+    model, _ = load_run_model(trained / "run")
+    expected = predict_logits(model, torch.stack([load_image(g) for g in good])).softmax(1)
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "text.png").write_text("hello")
-    code, out, err = cli(capsys, "predict", trained / "run", good, tmp_path / "empty.png",
+    code, out, err = cli(capsys, "predict", trained / "run", good[0], tmp_path / "empty.png", good[1],
                          tmp_path / "text.png", tmp_path / "missing.png", "--json", "--top-k", "2")
     results = json.loads(out)
-    assert code == 1 and len(results) == 4
-    assert len(results[0]["predictions"]) == 2
-    assert abs(sum(p["probability"] for p in results[0]["predictions"])) <= 1.0 + 1e-6
-    assert [("error" in r) for r in results] == [False, True, True, True]
+    assert code == 1 and [("error" in r) for r in results] == [False, True, False, True, True]
+    for r, probs in zip((results[0], results[2]), expected):
+        top = probs.topk(2)
+        assert [p["class"] for p in r["predictions"]] == [CLASSES[k] for k in top.indices.tolist()]
+        assert [p["probability"] for p in r["predictions"]] == pytest.approx(top.values.tolist(), abs=1e-5)
     assert len(err.strip().splitlines()) == 3
 
 
@@ -59,15 +86,25 @@ def test_study_writes_summary_and_reports(trained, tmp_path, capsys):
     assert code == 0
     summary = json.loads((tmp_path / "s" / "summary.json").read_text())
     assert [m["name"] for m in summary["models"]] == ["shallow", "simple_cnn"]
-    for m in summary["models"]:
-        assert {"name", "params", "epochs", "batch_size", "train_accuracy", "val_accuracy",
-                "test_accuracy", "test_loss", "train_seconds", "run_dir"} <= set(m)
-        assert 0 <= m["test_accuracy"] <= 1 and m["epochs"] == 1 and m["batch_size"] == 32
-        run_metrics = json.loads((Path(m["run_dir"]) / "metrics.json").read_text())
-        assert m["train_seconds"] == run_metrics["train_seconds"]  # one definition of training time
+    md = (tmp_path / "s" / "report.md").read_text()
     html = (tmp_path / "s" / "report.html").read_text()
-    assert "data:image/png;base64," in html and "simple_cnn" in html
-    assert "## Comparison" in (tmp_path / "s" / "report.md").read_text()
+    for m in summary["models"]:
+        run = Path(m["run_dir"])
+        # Each row holds its own run's figures, read back from that run's files.
+        metrics = json.loads((run / "metrics.json").read_text())
+        history = files.read_csv(run / "history.csv")
+        best = next(h for h in history if h["epoch"] == metrics["best_epoch"])
+        assert json.loads((run / "config.json").read_text())["model"] == m["name"] and run.name == m["name"]
+        assert (m["test_accuracy"], m["test_loss"]) == (metrics["test_accuracy"], metrics["test_loss"])
+        assert m["val_accuracy"] == best["val_accuracy"] and m["epochs"] == len(history) == 1
+        # Training time: steps and validation of every epoch, more than the steps alone.
+        assert m["train_seconds"] == metrics["train_seconds"] == history[-1]["elapsed"]
+        assert m["train_seconds"] > sum(h["seconds"] for h in history)
+        row = (f"| {m['name']} | {m['params']:,} | 1 | 32 | {m['train_accuracy']:.2%} | {m['val_accuracy']:.2%} "
+               f"| {m['test_accuracy']:.2%} | {m['test_loss']:.4f} | {m['train_seconds']:.0f} |")
+        assert row in md, row
+        assert f"<td>{m['test_accuracy']:.2%}</td><td>{m['test_loss']:.4f}</td>" in html
+    assert "data:image/png;base64," in html
 
 
 def test_models_and_data_commands(trained, capsys):
@@ -90,12 +127,23 @@ def test_models_and_data_commands(trained, capsys):
     (["predict", "{tmp}/no-run", "x.png"], 1, "does not exist"),
     (["predict", "{run}", "x.png", "--top-k", "0"], 2, "--top-k"),
     (["data", "--data-dir", "{tmp}"], 1, "does not hold the four"),
+    (["train", "shallow", "--device", "cuda"], 1, "no CUDA device here"),
+    (["train", "shallow", "--device", "cuda:1"], 1, "no CUDA device here"),
+    (["train", "shallow", "--device", "mps"], 1, "no Apple MPS device here"),
+    (["train", "shallow", "--device", "gpu"], 2, "device must be auto, cpu"),
+    (["study", "--device", "cuda", "--out", "{tmp}/s"], 1, "no CUDA device here"),
+    (["bench", "--device", "bogus"], 2, "device must be auto, cpu"),
+    (["bench", "--device", "cuda"], 1, "no CUDA device here"),
+    (["study", "--recipe", "fast", "--batch-size", "32", "--out", "{tmp}/s", "--data-dir", "{run}/../data",
+      "--no-verify"], 2,
+     "--whiten: shallow: the model has no convolution to whiten; --whiten: simple_cnn: cannot whiten"),
 ])
 def test_user_errors_are_one_line(trained, tmp_path, capsys, argv, code, message):
     argv = [a.format(tmp=tmp_path, run=trained / "run") for a in argv]
     got, _, err = cli(capsys, *argv)
     assert got == code
     assert len(err.strip().splitlines()) == 1 and message in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "s").exists()  # nothing written
 
 
 def test_corrupt_data_file_is_one_line(trained, tmp_path, capsys):

@@ -2,13 +2,19 @@
 `make test` installs it first (see the Makefile's data target)."""
 
 import hashlib
+import json
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from fmnist.config import TrainConfig
-from fmnist.data import SHA256, class_counts, load_fashion_mnist, locate
+from fmnist.data import CLASSES, SHA256, class_counts, load_fashion_mnist, locate
 from fmnist.idx import read_bytes
-from fmnist.workflow import train_run
+from fmnist.infer import predict_logits
+from fmnist.workflow import load_run_model, train_run
+
+from conftest import cli
 
 pytestmark = pytest.mark.realdata
 
@@ -38,3 +44,45 @@ def test_shallow_reaches_its_accuracy_floor_at_the_study_settings(real, tmp_path
     assert metrics["test_accuracy"] >= 0.875
     assert sum(r["support"] for k, r in metrics["classification_report"].items()
                if k in ("Trouser", "Bag")) == 2000
+
+
+@pytest.fixture(scope="module")
+def deep_run(real, tmp_path_factory):
+    out = tmp_path_factory.mktemp("real") / "deep"
+    train_run(TrainConfig(model="deep_cnn", epochs=1, batch_size=128, device="cpu", quiet=True), out, data=real)
+    return out
+
+
+def photo_like(a: np.ndarray, kind: str) -> Image.Image:
+    """A test image (28×28, light object on black) as a user's file might hold it."""
+    img = Image.fromarray(a)
+    if kind == "inverted":  # dark object on white
+        return Image.fromarray(255 - a)
+    big = img.resize((112, 112), Image.Resampling.BICUBIC)
+    if kind == "scaled":
+        return big
+    canvas = Image.new("L", (300, 220), 235)  # dark object, scaled up, off-centre on a light page
+    canvas.paste(Image.fromarray(255 - np.asarray(big)), (60, 50))
+    return canvas.convert("RGB")
+
+
+@pytest.mark.parametrize("kind, fmt, agree", [
+    ("as is", "PNG", 0.97), ("as is", "JPEG", 0.95), ("inverted", "PNG", 0.97),
+    ("scaled", "PNG", 0.9), ("on a page", "JPEG", 0.9),
+])
+def test_predict_gives_test_images_as_files_the_label_the_evaluation_gives(real, deep_run, tmp_path, capsys,
+                                                                        kind, fmt, agree):
+    n = 300
+    model, cfg = load_run_model(deep_run)
+    expected = predict_logits(model, real.test_images[:n], tta=cfg.tta, tta_shift=cfg.tta_shift).argmax(1)
+    paths = []
+    for i in range(n):
+        a = (real.test_images[i, 0].numpy() * 255).round().astype(np.uint8)
+        img = a if kind == "as is" else photo_like(a, kind)
+        paths.append(tmp_path / f"{i}.{fmt.lower()}")
+        (Image.fromarray(img) if isinstance(img, np.ndarray) else img).save(paths[-1], fmt)
+    code, out, _ = cli(capsys, "predict", deep_run, *paths, "--json", "--top-k", "1")
+    got = [CLASSES.index(r["predictions"][0]["class"]) for r in json.loads(out)]
+    assert code == 0
+    rate = np.mean(np.array(got) == expected.numpy())
+    assert rate >= agree

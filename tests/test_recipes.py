@@ -48,7 +48,7 @@ def test_recipe_smoke_run(name, data_dir, tmp_path, capsys):
     assert cfg["recipe"] == name and cfg["epochs"] == 2 and cfg["model"] == recipe["model"]
     assert cfg["optimizer"] == recipe["optimizer"]  # flags override, the rest comes from the recipe
     metrics = json.loads((tmp_path / name / "metrics.json").read_text())
-    assert 0 <= metrics["test_accuracy"] <= 1 and metrics["train_seconds"] > 0
+    assert metrics["train_seconds"] > 0 and sum(map(sum, metrics["confusion_matrix"])) == metrics["n_test"] == 40
     # the time to the reported accuracy is the training time by the end of the chosen epoch
     assert 0 < metrics["best_seconds"] <= metrics["train_seconds"]
     assert f"best epoch {metrics['best_epoch']} after {metrics['best_seconds']:.1f} s" in out
@@ -101,12 +101,6 @@ def test_resume_mid_epoch_is_exact_with_schedule_augmentation_and_ema(data_dir, 
     assert untimed(a["history"]) == untimed(b["history"])
 
 
-needs_compiler = pytest.mark.skipif(
-    not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
-    reason="torch.compile on the CPU needs a C++ compiler")
-
-
-@needs_compiler
 def test_compile_is_timed_apart_and_leaves_the_start_unchanged(data_dir, tmp_path, capsys, monkeypatch):
     warmed = []
     real = train.compile_steps
@@ -120,6 +114,8 @@ def test_compile_is_timed_apart_and_leaves_the_start_unchanged(data_dir, tmp_pat
                       and all(p.grad is None for p in trainer.model.parameters()))
         return seconds
 
+    # torch.compile on the CPU needs a C++ compiler: .ci/run installs one, so this runs, never skips.
+    assert any(shutil.which(c) for c in ("g++", "c++", "clang++")), "no C++ compiler for torch.compile"
     monkeypatch.setattr(train, "compile_steps", checked)
     args = ("resnet_fast", "--epochs", "1", "--batch-size", "16", "--optimizer", "adamw", "--lr", "0.003")
     code, out, err = cli(capsys, *train_args(data_dir, tmp_path / "c", *args, "--compile"))

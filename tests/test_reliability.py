@@ -10,12 +10,10 @@ import time
 
 import pytest
 import torch
-from torch import nn
 
 from fmnist import files
-from fmnist.models import registry
 
-from conftest import cli, train_args, untimed, write_dataset
+from conftest import NanAfter, cli, train_args, untimed, write_dataset
 
 
 @pytest.fixture
@@ -71,27 +69,8 @@ def test_sigterm_saves_and_resume_matches(tmp_path, capsys):
     assert history_without_time(tmp_path / "killed") == history_without_time(tmp_path / "whole")
 
 
-class NanAfter(nn.Module):
-    """Learns normally for `steps` training steps, then returns NaN logits."""
-
-    def __init__(self, steps: int):
-        super().__init__()
-        self.net = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
-        self.steps, self.calls = steps, 0
-
-    def forward(self, x):
-        out = self.net(x)
-        if self.training:
-            self.calls += 1
-            if self.calls > self.steps:
-                return out * float("nan")
-        return out
-
-
-def test_nan_loss_stops_loudly_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(registry, "_BUILDERS", dict(registry._BUILDERS))
-
-    @registry.register_model
+def test_nan_loss_stops_loudly_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, capsys, register):
+    @register
     def nan_after_12():
         return NanAfter(12)
 
@@ -105,10 +84,8 @@ def test_nan_loss_stops_loudly_and_keeps_the_last_good_checkpoint(data_dir, tmp_
     assert "epoch 2, step 4" in (run / "report.html").read_text()
 
 
-def test_divergence_in_a_resumed_run_is_reported_too(data_dir, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(registry, "_BUILDERS", dict(registry._BUILDERS))
-
-    @registry.register_model
+def test_divergence_in_a_resumed_run_is_reported_too(data_dir, tmp_path, capsys, register):
+    @register
     def nan_after_12():
         return NanAfter(12)  # counts from each process start: the resumed run diverges too
 
@@ -122,6 +99,31 @@ def test_divergence_in_a_resumed_run_is_reported_too(data_dir, tmp_path, capsys,
     assert files.load_checkpoint(run / "best.pt")["epoch"] in (1, 2)
     metrics = json.loads((run / "metrics.json").read_text())
     assert any("epoch 3, step 4" in d for d in metrics["diagnostics"])
+
+
+def test_a_study_reports_a_diverged_model_and_goes_on(data_dir, tmp_path, capsys, register):
+    @register
+    def nan_after_12():
+        return NanAfter(12)
+
+    @register
+    def nan_at_once():
+        return NanAfter(0)
+
+    code, out, err = cli(capsys, "study", "--models", "nan_after_12", "nan_at_once", "shallow", "--epochs", "3",
+                         "--data-dir", data_dir, "--no-verify", "--out", tmp_path / "s", "--quiet")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "s" / "summary.json").read_text())
+    # The model that diverged after a good epoch is reported from that epoch; the one that never
+    # finished an epoch has no row; the others are trained as usual.
+    assert [m["name"] for m in summary["models"]] == ["nan_after_12", "shallow"]
+    assert summary["models"][0]["best_epoch"] == 1 and summary["models"][1]["epochs"] == 3
+    flags = "\n".join(summary["diagnostics"])
+    assert "nan_after_12: loss became NaN or infinite at epoch 2, step 4" in flags
+    assert "nan_at_once: loss became NaN or infinite at epoch 1, step 1" in flags
+    assert "training stopped because the loss became NaN" in flags  # nan_after_12's own diagnostics
+    assert "nan_at_once" in (tmp_path / "s" / "report.md").read_text()
+    assert "warning: nan_at_once: loss became NaN" in err
 
 
 @pytest.fixture

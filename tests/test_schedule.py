@@ -38,9 +38,27 @@ def test_scheduler_sets_the_rate_each_step_and_round_trips():
     for _ in range(6):
         opt.step()
         sched.step()
-    again = make_scheduler(make_optimizer(model, "sgd", 0.1), "onecycle", 10, 0.2)
+    opt2 = make_optimizer(model, "sgd", 0.1)
+    again = make_scheduler(opt2, "onecycle", 10, 0.2)
     again.load_state_dict(sched.state_dict())
-    assert again.get_last_lr() == sched.get_last_lr()
+    opt2.load_state_dict(opt.state_dict())
+    rates = []
+    for s, o in ((sched, opt), (again, opt2)):  # the restored one goes on exactly as the original
+        seq = []
+        for _ in range(5):
+            o.step()
+            s.step()
+            seq.append(o.param_groups[0]["lr"])
+        rates.append(seq)
+    assert rates[0] == rates[1] and rates[0] == pytest.approx([0.0375, 0.025, 0.0125, 0.0, 0.0])
+
+
+def test_cycles_run_the_schedule_anew():
+    f = lr_factor("cosine", [100, 40], 0.1)
+    g = lr_factor("cosine", 40, 0.1)
+    assert [f(t) for t in range(100)] == [lr_factor("cosine", 100, 0.1)(t) for t in range(100)]
+    assert [f(100 + t) for t in range(41)] == [g(t) for t in range(41)]
+    assert f(100) == pytest.approx(0.25)  # warm-up again: step 1 of 4
 
 
 @pytest.mark.parametrize("name, kind", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW),

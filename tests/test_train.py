@@ -1,4 +1,5 @@
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -7,6 +8,7 @@ import torch.nn.functional as F
 from fmnist.config import TrainConfig
 from fmnist.infer import layout, predict_logits, prepare
 from fmnist.models import create_model
+from fmnist.schedule import make_optimizer
 from fmnist.train import DivergedError, fit
 
 from conftest import untimed
@@ -29,12 +31,14 @@ def test_channels_last_gives_the_plain_results(name):
     assert torch.allclose(plain(x), fast(layout(fast, x)), atol=1e-5)
 
 
-def test_fused_adam_matches_the_reference_loop():
+@pytest.mark.parametrize("name, reference", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)])
+def test_fused_optimizer_matches_the_reference_loop(name, reference):
     torch.manual_seed(0)
     a, b = create_model("deep_cnn"), create_model("deep_cnn")
     b.load_state_dict(a.state_dict())
-    opt_a = torch.optim.Adam(a.parameters(), 1e-3, foreach=False, fused=False)
-    opt_b = torch.optim.Adam(b.parameters(), 1e-3, fused=True)
+    opt_a = reference(a.parameters(), 1e-3, foreach=False, fused=False, weight_decay=0.0)
+    opt_b = make_optimizer(b, name, 1e-3)  # fmnist's own, fused on the CPU
+    assert opt_b.defaults["fused"]
     x, y = data(32)
     for model, opt in ((a, opt_a), (b, opt_b)):
         torch.manual_seed(1)  # same dropout masks
@@ -91,3 +95,16 @@ def test_nan_loss_stops_with_epoch_and_step():
 def test_batch_larger_than_data_is_refused():
     with pytest.raises(Exception, match="larger than"):
         fit(create_model("shallow"), data(10), data(10), dataclasses.replace(CFG, batch_size=32))
+
+
+def test_mixed_precision_runs_the_steps_in_bfloat16():
+    seen = []
+    model = create_model("simple_cnn")
+    model[0].register_forward_hook(lambda m, args, out: seen.append((m.training, out.dtype)))
+    for mixed in (True, False):
+        seen.clear()
+        cfg = dataclasses.replace(CFG, model="simple_cnn", epochs=1, mixed_precision=mixed)
+        history = fit(model, data(32), data(16, 1), cfg)
+        steps = {dtype for training, dtype in seen if training}
+        assert steps == ({torch.bfloat16} if mixed else {torch.float32}) and math.isfinite(history[0]["train_loss"])
+    assert {dtype for training, dtype in seen if not training} == {torch.float32}  # validation in fp32

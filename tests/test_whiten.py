@@ -9,7 +9,7 @@ from fmnist import train
 from fmnist.config import TrainConfig
 from fmnist.errors import UsageError
 from fmnist.models import create_model
-from fmnist.models.whiten import first_conv, freeze_first_conv, whiten_first_conv, whitening_filters
+from fmnist.models.whiten import check_whitenable, first_conv, freeze_first_conv, whiten_first_conv, whitening_filters
 
 
 def correlated_images(n=400, seed=0):
@@ -41,7 +41,7 @@ def test_filters_whiten_the_patches_and_come_in_pairs(conv):
 
 def test_too_many_channels_for_the_patch_is_refused():
     with pytest.raises(ValueError, match="at most 18"):
-        whitening_filters(correlated_images(), nn.Conv2d(1, 32, 3, padding=1))
+        check_whitenable(nn.Sequential(nn.Conv2d(1, 32, 3, padding=1)))
     with pytest.raises(ValueError, match="no convolution"):
         first_conv(create_model("shallow"))
 
@@ -64,7 +64,7 @@ def test_whitened_stem_stays_fixed_while_the_rest_trains(name):
 def test_whiten_on_a_model_without_a_fitting_stem_is_a_usage_error():
     images, labels = correlated_images(64), torch.arange(64) % 10
     cfg = TrainConfig(model="resnet_wide", epochs=1, batch_size=32, whiten=True, quiet=True)
-    with pytest.raises(UsageError, match="--whiten: cannot whiten a 3×3 convolution to 32 channels"):
+    with pytest.raises(UsageError, match="--whiten: resnet_wide: cannot whiten a 3×3 convolution to 32 channels"):
         train.fit(create_model("resnet_wide"), (images[:48], labels[:48]), (images[48:], labels[48:]), cfg)
 
 

@@ -15,7 +15,7 @@ import time
 import traceback
 from pathlib import Path
 
-from .config import list_recipes, make_config, read_recipe, read_toml
+from .config import HYPER, RUN, TrainConfig, field_types, list_recipes, make_config, read_recipe, read_toml
 from .data import CLASSES, class_counts, load_fashion_mnist
 from .errors import FmnistError, UsageError
 from .files import read_json, write_json
@@ -33,46 +33,41 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
                    help="use data files whose SHA-256 does not match (explicit opt-in)")
 
 
-RECIPE_FLAGS = [
-    ("--optimizer", str, "adam (default), adamw, or sgd with Nesterov momentum"),
-    ("--momentum", float, "SGD momentum (default 0.9)"),
-    ("--weight-decay", float, "on weights, not biases or BatchNorm (default 0)"),
-    ("--schedule", str, "learning rate per step: constant (default), onecycle, cosine"),
-    ("--warmup", float, "fraction of the steps with a linear warm-up (default 0)"),
-    ("--label-smoothing", float, "default 0"),
-    ("--augment", str, "comma-separated: crop, flip, erase (default none)"),
-    ("--crop-pad", int, "pixels of shift for crop (default 2)"),
-    ("--erase-p", float, "probability per image for erase (default 0.5)"),
-    ("--tta-shift", int, "pixels: the test also averages over images moved this far each way (default 0)"),
-    ("--ema", float, "decay of a weight average that is validated and tested (default 0: off)"),
-    ("--target-accuracy", float, "stop once validation accuracy reaches this, e.g. 0.93"),
-]
+def _default_text(value) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return repr(value) if value == "" else str(value)
+
+
+def add_config_flags(p: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
+    """One flag per TrainConfig field that a flag may set (hyperparameters and where it runs), its
+    help and default read from the field; a flag not given stays None, so the recipe, the config
+    file and the defaults below it keep their say."""
+    types = field_types()
+    groups = {HYPER: p.add_argument_group("training (any recipe or --config value is overridden by these)"),
+              RUN: p.add_argument_group("where and how it runs")}
+    for f in dataclasses.fields(TrainConfig):
+        kind = f.metadata["kind"]
+        if kind not in groups or f.name in exclude:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        text = f"{f.metadata['help']} (default {_default_text(f.default)})"
+        if types[f.name] is bool:
+            groups[kind].add_argument(flag, action=argparse.BooleanOptionalAction, help=text)
+        else:
+            metavar = {int: "N", float: "X"}.get(types[f.name], f.name.upper())
+            groups[kind].add_argument(flag, type=types[f.name], metavar=metavar, help=text)
 
 
 def add_train_flags(p: argparse.ArgumentParser) -> None:
-    """Flags that map one-to-one onto TrainConfig fields; None means 'not given'."""
-    p.add_argument("--epochs", type=int, help="passes over the training split (default 10)")
-    p.add_argument("--batch-size", type=int, help="images per step (default 32)")
-    p.add_argument("--lr", type=float, help="learning rate (the peak, with a schedule; default 1e-3)")
-    p.add_argument("--val-split", type=float,
-                   help="stratified fraction of the training set held out for validation (default 0.1)")
-    p.add_argument("--seed", type=int, help="seed for initialisation, split and shuffling (default 0)")
-    p.add_argument("--device", help="auto (CUDA if present, else CPU), cpu, cuda, cuda:N (default auto)")
+    """The config's flags (all but the model, which each command names its own way), the recipe and
+    config file they override, and the output folder."""
     p.add_argument("--recipe", choices=list_recipes(),
                    help="start from a shipped recipe (config file); --config and flags override it")
-    group = p.add_argument_group("training beyond the study (see the recipes)")
-    for flag, kind, text in RECIPE_FLAGS:
-        group.add_argument(flag, type=kind, help=text)
-    group.add_argument("--tta", action=argparse.BooleanOptionalAction, help="flip test-time augmentation")
-    group.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, help="bfloat16 autocast")
-    group.add_argument("--whiten", action=argparse.BooleanOptionalAction,
-                       help="first convolution: fixed whitening filters of the training images' patches")
-    group.add_argument("--compile", action=argparse.BooleanOptionalAction,
-                       help="torch.compile the model for training steps (needs a C++ compiler on CPU)")
-    add_data_flags(p)
     p.add_argument("--config", metavar="FILE.toml", help="TOML file of config keys; flags override it")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
-    p.add_argument("--quiet", action="store_const", const=True, help="no progress bars")
+    add_config_flags(p, exclude=("model",))
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an output folder that fmnist wrote (its old files are removed first)")
 
 
 def given_flags(args: argparse.Namespace) -> dict:

@@ -15,8 +15,29 @@ from pathlib import Path
 from typing import Any
 
 from .augment import parse_augment
+from .device import check_device_name
 from .errors import UsageError
 from .schedule import OPTIMIZERS, SCHEDULES
+
+# Each field is one of three kinds, and that decides where it may come from and change:
+HYPER = "hyper"  # what training does: a sweep may search it, a checkpoint must match it
+RUN = "run"  # where and how it runs (device, data, output): a resume may change it
+RECORD = "record"  # provenance kept with the run, set by fmnist itself, never by a flag
+
+
+def hyper(default: Any, help: str) -> Any:
+    return dataclasses.field(default=default, metadata={"kind": HYPER, "help": help})
+
+
+def run(default: Any, help: str) -> Any:
+    return dataclasses.field(default=default, metadata={"kind": RUN, "help": help})
+
+
+def record(default: Any, help: str, factory: Any = None) -> Any:
+    meta = {"kind": RECORD, "help": help}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
 
 
 # Fields that are fractions, and whether 1 itself is excluded.
@@ -26,36 +47,40 @@ UNIT_FIELDS = {"momentum": True, "label_smoothing": True, "ema": True,
 
 @dataclass
 class TrainConfig:
-    model: str = "shallow"
-    epochs: int = 10
-    batch_size: int = 32  # images per optimizer step
-    lr: float = 1e-3  # peak step size
-    val_split: float = 0.1  # stratified fraction of the training set held out for validation
-    seed: int = 0
-    device: str = "auto"  # auto: CUDA if present, else CPU
-    data_dir: str = ""  # empty: discover (see data.find_dataset)
-    verify: bool = True  # check the SHA-256 of the data files
-    quiet: bool = False  # no progress bars
+    model: str = hyper("shallow", "registered model to train")
+    epochs: int = hyper(10, "passes over the training split")
+    batch_size: int = hyper(32, "images per optimizer step")
+    lr: float = hyper(1e-3, "learning rate (the peak, with a schedule)")
+    val_split: float = hyper(0.1, "stratified fraction of the training set held out for validation")
+    seed: int = hyper(0, "seed for initialisation, dropout, split, shuffling and augmentation")
     # Beyond the study (the recipes use these; the defaults are the study's plain training):
-    optimizer: str = "adam"  # adam, adamw, or sgd (with Nesterov momentum)
-    momentum: float = 0.9  # SGD only
-    weight_decay: float = 0.0  # on weights only, not biases or BatchNorm
-    schedule: str = "constant"  # constant, onecycle (linear decay to 0) or cosine, per step
-    warmup: float = 0.0  # fraction of the steps with a linear learning-rate warm-up
-    label_smoothing: float = 0.0
-    augment: str = ""  # comma-separated: crop, flip, erase
-    crop_pad: int = 2  # pixels of shift for "crop"
-    erase_p: float = 0.5  # probability per image for "erase"
-    ema: float = 0.0  # decay of an exponential moving average of the weights (0: off); the
-    # average is what is validated, checkpointed and tested
-    tta: bool = False  # average predictions over the image and its mirror image
-    tta_shift: int = 0  # and over the image moved this many pixels each way, for the test
-    # (validation each epoch leaves the shifts out: five times the cost)
-    mixed_precision: bool = False  # bfloat16 autocast (pays on GPUs, not on CPUs without AMX)
-    whiten: bool = False  # first conv: fixed patch-whitening filters of the training split
-    compile: bool = False  # torch.compile the training step's model (timed apart from training)
-    target_accuracy: float = 0.0  # stop once validation accuracy reaches this (0: off)
-    recipe: str = ""  # the recipe these values started from, for the record
+    optimizer: str = hyper("adam", "adam, adamw, or sgd (with Nesterov momentum)")
+    momentum: float = hyper(0.9, "SGD momentum")
+    weight_decay: float = hyper(0.0, "on weights, not biases or BatchNorm")
+    schedule: str = hyper("constant", "learning rate per step: constant, onecycle (linear decay to "
+                                      "0 after the warm-up) or cosine")
+    warmup: float = hyper(0.0, "fraction of the steps with a linear learning-rate warm-up")
+    label_smoothing: float = hyper(0.0, "label smoothing of the cross-entropy")
+    augment: str = hyper("", "comma-separated batch augmentations: crop, flip, erase")
+    crop_pad: int = hyper(2, "pixels of shift for crop")
+    erase_p: float = hyper(0.5, "probability per image for erase")
+    ema: float = hyper(0.0, "decay of a weight average that is validated, checkpointed and tested (0: off)")
+    tta: bool = hyper(False, "average predictions over each image and its mirror image")
+    tta_shift: int = hyper(0, "pixels: the test (not each epoch's validation, at five times the "
+                              "cost) also averages over images moved this far each way")
+    mixed_precision: bool = hyper(False, "bfloat16 autocast (pays on GPUs, not on CPUs without AMX)")
+    whiten: bool = hyper(False, "first convolution fixed to whitening filters of the training "
+                                "images' patches")
+    compile: bool = hyper(False, "torch.compile the training steps (timed apart; needs a C++ "
+                                 "compiler on CPU, else trains uncompiled with a warning)")
+    target_accuracy: float = hyper(0.0, "stop once validation accuracy reaches this, e.g. 0.93 (0: off)")
+    device: str = run("auto", "auto (CUDA if present, else CPU), cpu, cuda, cuda:N or mps")
+    data_dir: str = run("", "folder with the four Fashion-MNIST files (empty: discover)")
+    verify: bool = run(True, "check the SHA-256 of the data files")
+    quiet: bool = run(False, "no progress output")
+    recipe: str = record("", "the recipe these values started from")
+    schedule_restarts: list[int] = record(None, "epochs after which a resume that lengthened the "
+                                                "run started a new schedule cycle", factory=list)
 
     def __post_init__(self) -> None:
         check_types(dataclasses.asdict(self))
@@ -81,12 +106,28 @@ class TrainConfig:
                 raise UsageError(f"{key} must lie in [0, 1{')' if top_open else ']'}, got {value}")
         if self.weight_decay < 0 or self.crop_pad < 0 or self.tta_shift < 0:
             raise UsageError("weight_decay, crop_pad and tta_shift must not be negative")
-        if self.device not in ("auto", "cpu", "mps") and not self.device.startswith("cuda"):
-            raise UsageError(f"device must be auto, cpu, cuda[:N] or mps, got {self.device!r}")
+        check_device_name(self.device)
+        if sorted(set(self.schedule_restarts)) != self.schedule_restarts or any(
+                not 0 < e < self.epochs for e in self.schedule_restarts):
+            raise UsageError(f"schedule_restarts must be increasing epochs below {self.epochs}, "
+                             f"got {self.schedule_restarts}")
+
+    @classmethod
+    def fields_of(cls, *kinds: str) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls) if f.metadata["kind"] in kinds]
 
 
-def field_types() -> dict[str, type]:
+def field_types() -> dict[str, Any]:
     return typing.get_type_hints(TrainConfig)
+
+
+def _is(value: Any, want: Any) -> bool:
+    if typing.get_origin(want) is list:
+        (item,) = typing.get_args(want)
+        return isinstance(value, list) and all(_is(v, item) for v in value)
+    if want is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, want) and not (want is not bool and isinstance(value, bool))
 
 
 def check_types(values: dict[str, Any]) -> None:
@@ -96,13 +137,9 @@ def check_types(values: dict[str, Any]) -> None:
         if key not in types:
             raise UsageError(f"unknown config key {key!r}; known keys: {', '.join(types)}")
         want = types[key]
-        ok = isinstance(value, want) and not (want is not bool and isinstance(value, bool))
-        if want is float and isinstance(value, int) and not isinstance(value, bool):
-            ok = True
-        if not ok:
-            raise UsageError(
-                f"config key {key!r} must be {want.__name__}, got {type(value).__name__} {value!r}"
-            )
+        if not _is(value, want):
+            name = getattr(want, "__name__", str(want))
+            raise UsageError(f"config key {key!r} must be {name}, got {type(value).__name__} {value!r}")
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
@@ -134,7 +171,9 @@ def to_toml(cfg: TrainConfig) -> str:
     """Write a config as TOML (the form `--config` reads back)."""
     lines = []
     for key, value in dataclasses.asdict(cfg).items():
-        if isinstance(value, bool):
+        if isinstance(value, list):
+            text = repr(value)
+        elif isinstance(value, bool):
             text = "true" if value else "false"
         elif isinstance(value, str):
             text = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'

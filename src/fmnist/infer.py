@@ -7,12 +7,6 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def uses_channels_last(model: nn.Module) -> bool:
     # oneDNN convolutions and pooling run several times faster on channels-last tensors; the
     # numbers are the same (within float rounding), only the memory layout differs.

@@ -7,7 +7,7 @@ torch's LambdaLR so its state is saved and restored with the checkpoint like the
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -16,20 +16,32 @@ SCHEDULES = ("constant", "onecycle", "cosine")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 
 
-def lr_factor(schedule: str, total_steps: int, warmup: float) -> Callable[[int], float]:
+def lr_factor(schedule: str, total_steps: int | Sequence[int], warmup: float) -> Callable[[int], float]:
     """The multiplier at step t: a linear warm-up over a fraction `warmup` of the steps, then
-    constant, a linear decay to zero (one-cycle), or a cosine decay to zero."""
-    warm = int(round(warmup * total_steps))
+    constant, a linear decay to zero ("onecycle": one warm-up and one decay, a triangle, not
+    torch's OneCycleLR), or a cosine decay to zero.
 
-    def factor(step: int) -> float:
+    `total_steps` may be a list of cycle lengths: a run made longer on resume runs the schedule
+    anew over the added steps (warm-up, then decay), rather than stretching the old one."""
+    cycles = [total_steps] if isinstance(total_steps, int) else list(total_steps)
+
+    def within(step: int, total: int) -> float:
+        warm = int(round(warmup * total))
         if step < warm:
             return (step + 1) / warm
         if schedule == "constant":
             return 1.0
-        progress = min(1.0, (step - warm) / max(1, total_steps - warm))
+        progress = min(1.0, (step - warm) / max(1, total - warm))
         if schedule == "onecycle":
             return 1.0 - progress
         return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def factor(step: int) -> float:
+        for length in cycles[:-1]:
+            if step < length:
+                return within(step, length)
+            step -= length
+        return within(step, cycles[-1])
 
     return factor
 
@@ -53,6 +65,12 @@ def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float =
     raise ValueError(f"unknown optimizer {name!r}")
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, total_steps: int,
+def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, total_steps: int | Sequence[int],
                    warmup: float) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(schedule, total_steps, warmup))
+
+
+def cycle_steps(epochs: int, restarts: Sequence[int], steps_per_epoch: int) -> list[int]:
+    """Steps in each schedule cycle: one over all epochs, or one more after each restart epoch."""
+    bounds = [0, *restarts, epochs]
+    return [(b - a) * steps_per_epoch for a, b in zip(bounds, bounds[1:])]

@@ -26,10 +26,12 @@ from .augment import augment, parse_augment
 from .config import TrainConfig
 from .errors import FmnistError, UsageError
 from .files import save_checkpoint, write_csv
-from .infer import layout, loss_accuracy, predict_logits
+from .infer import layout, loss_accuracy, predict_logits, prepare
 from .interrupt import Interrupted, StopFlag
-from .models.whiten import freeze_first_conv, whiten_first_conv
-from .schedule import make_optimizer, make_scheduler
+from .models import create_model
+from .models.whiten import check_whitenable, freeze_first_conv, whiten_first_conv
+from .progress import bars
+from .schedule import cycle_steps, make_optimizer, make_scheduler
 
 CHECK_EVERY = 25  # steps between finiteness checks and progress-bar updates
 AUGMENT_CHUNK = 8192  # images augmented at a time
@@ -97,7 +99,8 @@ def ema_update(decay: float):
 
 def make_trainer(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int) -> Trainer:
     optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
-    scheduler = (make_scheduler(optimizer, cfg.schedule, steps_per_epoch * cfg.epochs, cfg.warmup)
+    cycles = cycle_steps(cfg.epochs, cfg.schedule_restarts, steps_per_epoch)
+    scheduler = (make_scheduler(optimizer, cfg.schedule, cycles, cfg.warmup)
                  if cfg.schedule != "constant" or cfg.warmup else None)
     ema = AveragedModel(model, avg_fn=ema_update(cfg.ema), use_buffers=True) if cfg.ema else None
     return Trainer(model, optimizer, scheduler, ema, cfg.label_smoothing, cfg.mixed_precision, StopFlag())
@@ -158,7 +161,12 @@ def restore(trainer: Trainer, generator: torch.Generator, state: dict[str, Any])
         trainer.model.load_state_dict(state["model"])
     trainer.optimizer.load_state_dict(state["optimizer"])
     if trainer.scheduler is not None:
-        trainer.scheduler.load_state_dict(state["scheduler"])
+        sched = trainer.scheduler
+        sched.load_state_dict(state["scheduler"])
+        # The rate of the next step comes from this run's schedule, which differs from the saved
+        # one where a resume made the run longer (a new cycle starts there).
+        for group, base, factor in zip(trainer.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas):
+            group["lr"] = base * factor(sched.last_epoch)
     torch.set_rng_state(state["rng"]["torch"])
     generator.set_state(state["rng"]["shuffle"])
     if "cuda" in state["rng"] and torch.cuda.is_available():
@@ -222,6 +230,33 @@ def train_epoch(trainer: Trainer, images, labels, order, batch_size, bar, epoch,
     return EpochProgress(steps, losses.cpu(), progress.correct + int(correct))
 
 
+def build_model(cfg: TrainConfig, device: torch.device | str = "cpu") -> nn.Module:
+    """The model `cfg` names, initialised from `cfg.seed`, on `device` in the memory layout it
+    trains in: with `fit`, the same config gives the same weights from the CLI and from Python."""
+    torch.manual_seed(cfg.seed)
+    return prepare(create_model(cfg.model), torch.device(device))
+
+
+def trainable_problems(model: nn.Module, cfg: TrainConfig, n_train: int) -> list[str]:
+    """What can be known to fail before any training: a batch larger than the data, a stem that
+    cannot be whitened."""
+    problems = []
+    if cfg.batch_size > n_train:
+        problems.append(f"batch size {cfg.batch_size} is larger than the {n_train} training images")
+    if cfg.whiten:
+        try:
+            check_whitenable(model)
+        except ValueError as e:
+            problems.append(f"--whiten: {cfg.model}: {e}")
+    return problems
+
+
+def check_trainable(model: nn.Module, cfg: TrainConfig, n_train: int) -> None:
+    problems = trainable_problems(model, cfg, n_train)
+    if problems:
+        raise UsageError("; ".join(problems))
+
+
 def validate(trainer: Trainer, images: torch.Tensor, labels: torch.Tensor, tta: bool) -> tuple[float, float]:
     return loss_accuracy(predict_logits(trainer.evaluated(), images, tta=tta), labels.cpu())
 
@@ -237,17 +272,15 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], val: tuple[t
     """
     images, labels = train
     n = len(images)
-    if cfg.batch_size > n:
-        raise UsageError(f"batch size {cfg.batch_size} is larger than the {n} training images")
+    check_trainable(model, cfg, n)
     steps = (n + cfg.batch_size - 1) // cfg.batch_size
+    if resume is None:  # dropout and anything else drawn from torch's global generator
+        torch.manual_seed(cfg.seed)
     start = time.perf_counter()
     if cfg.whiten:  # before the optimizer and the average are made, which take the frozen stem as is
-        try:
-            if resume is None:
-                whiten_first_conv(model, images)
-            freeze_first_conv(model)
-        except ValueError as e:
-            raise UsageError(f"--whiten: {e}") from None
+        if resume is None:
+            whiten_first_conv(model, images)
+        freeze_first_conv(model)
     setup_seconds = time.perf_counter() - start
     trainer = make_trainer(model, cfg, steps)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -268,7 +301,7 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], val: tuple[t
             start = time.perf_counter()
             order, epoch_images = epoch_data(images, cfg, generator)
             with tqdm(total=steps, initial=progress.step if progress else 0, unit="step", leave=False,
-                      desc=f"{cfg.model} epoch {epoch}/{cfg.epochs}", disable=cfg.quiet) as bar:
+                      desc=f"{cfg.model} epoch {epoch}/{cfg.epochs}", disable=not bars(cfg.quiet)) as bar:
                 progress = train_epoch(trainer, epoch_images, labels, order, cfg.batch_size, bar, epoch, progress)
             seconds = time.perf_counter() - start
             if progress.step < steps:  # stopped by a signal

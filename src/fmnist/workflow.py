@@ -11,17 +11,18 @@ from pathlib import Path
 import torch
 
 from . import plots
-from .config import TrainConfig, make_config
+from .config import HYPER, RECORD, RUN, TrainConfig, make_config
 from .data import CLASSES, FashionMNIST, load_fashion_mnist, stratified_split
+from .device import resolve_device
 from .diagnostics import check_identical, check_run
 from .errors import FmnistError, UsageError
 from .evaluate import metrics_from_logits
-from .files import load_checkpoint, prepare_out_dir, read_csv, read_json, write_json
+from .files import check_out_dir, load_checkpoint, prepare_out_dir, read_csv, read_json, write_json
 from .images import load_image
-from .infer import predict_logits, prepare, resolve_device
+from .infer import predict_logits, prepare
 from .models import count_params, create_model
 from .report import write_run_report, write_study_report
-from .train import DivergedError, fit
+from .train import DivergedError, build_model, check_trainable, fit, trainable_problems
 
 
 def load_data(cfg: TrainConfig) -> FashionMNIST:
@@ -38,15 +39,18 @@ def split(data: FashionMNIST, cfg: TrainConfig, device: torch.device):
 
 def train_run(cfg: TrainConfig, out: Path, overwrite: bool = False,
               data: FashionMNIST | None = None) -> dict:
-    """Train one model into the run folder `out`, then evaluate it; returns its metrics."""
-    model = create_model(cfg.model)  # fail on an unknown name before any work
+    """Train one model into the run folder `out`, then evaluate it; returns its metrics.
+
+    Everything that can be known to fail (model name, device, output folder, data, batch size,
+    whitening) is checked before the folder is made, so a run that cannot start leaves nothing."""
+    device = resolve_device(cfg.device)
+    model = build_model(cfg, device)
+    check_out_dir(out, overwrite)
+    data = data or load_data(cfg)
+    train, val = split(data, cfg, device)
+    check_trainable(model, cfg, len(train[0]))
     run_dir = prepare_out_dir(out, overwrite)
     write_json(run_dir / "config.json", dataclasses.asdict(cfg))
-    data = data or load_data(cfg)
-    device = resolve_device(cfg.device)
-    train, val = split(data, cfg, device)
-    torch.manual_seed(cfg.seed)
-    model = prepare(create_model(cfg.model), device)
     return fit_then_evaluate(model, train, val, cfg, run_dir, data)
 
 
@@ -66,6 +70,35 @@ def fit_then_evaluate(model, train, val, cfg: TrainConfig, run_dir: Path, data: 
     return evaluate_run(run_dir, data)
 
 
+def resumed_config(saved: TrainConfig, overrides: dict) -> TrainConfig:
+    """The config of a resumed run: the saved one with the fields a resume may change (where and how
+    it runs, and a longer `epochs`). A longer run gets a new schedule cycle over the added epochs,
+    recorded in `schedule_restarts`, instead of a stretched schedule whose rate would jump back up."""
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    fixed = set(overrides) - set(TrainConfig.fields_of(RUN)) - {"epochs"}
+    if fixed:
+        raise UsageError(f"cannot change {', '.join(sorted(fixed))} when resuming; start a new run instead")
+    cfg = dataclasses.replace(saved, **overrides)
+    if cfg.epochs < saved.epochs:
+        raise UsageError(f"--epochs {cfg.epochs}: a resume can only make the run longer than its {saved.epochs} epochs")
+    if cfg.epochs > saved.epochs:
+        cfg = dataclasses.replace(cfg, schedule_restarts=[*saved.schedule_restarts, saved.epochs])
+    return cfg
+
+
+def check_checkpoint_matches(state: dict, saved: TrainConfig, path: Path) -> None:
+    """A checkpoint resumes only the run it belongs to: every value that shapes training equal."""
+    try:
+        trained = make_config(state.get("config", {}))
+    except UsageError as e:
+        raise FmnistError(f"{path} holds a config this fmnist cannot read ({e})") from None
+    differ = [k for k in TrainConfig.fields_of(HYPER, RECORD) if getattr(trained, k) != getattr(saved, k)]
+    if differ:
+        k = differ[0]
+        raise FmnistError(f"{path} was trained with {k}={getattr(trained, k)!r} but the run's config.json "
+                          f"says {getattr(saved, k)!r}: it is not this run's checkpoint")
+
+
 def resume_run(run_dir: Path, overrides: dict | None = None) -> dict:
     """Continue a run from its last.pt (after Ctrl-C, SIGTERM or a crash), then evaluate it.
 
@@ -75,20 +108,16 @@ def resume_run(run_dir: Path, overrides: dict | None = None) -> dict:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FmnistError(f"run folder {run_dir} does not exist")
-    saved = read_json(run_dir / "config.json")
-    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    fixed = set(overrides) - {"epochs", "device", "quiet", "data_dir", "verify"}
-    if fixed:
-        raise UsageError(f"cannot change {', '.join(sorted(fixed))} when resuming; start a new run instead")
-    cfg = make_config(saved, overrides)
+    saved = make_config(read_json(run_dir / "config.json"))
+    cfg = resumed_config(saved, overrides or {})
     state = load_checkpoint(run_dir / "last.pt")
-    if state["config"].get("model") != cfg.model:
-        raise FmnistError(f"{run_dir / 'last.pt'} is not a checkpoint of this run's {cfg.model!r} model")
-    write_json(run_dir / "config.json", dataclasses.asdict(cfg))
-    data = load_data(cfg)
+    check_checkpoint_matches(state, saved, run_dir / "last.pt")
     device = resolve_device(cfg.device)
+    data = load_data(cfg)
     train, val = split(data, cfg, device)
     model = prepare(create_model(cfg.model), device)
+    check_trainable(model, cfg, len(train[0]))
+    write_json(run_dir / "config.json", dataclasses.asdict(cfg))
     return fit_then_evaluate(model, train, val, cfg, run_dir, data, resume=state)
 
 
@@ -164,12 +193,23 @@ def summarize(run_dir: Path) -> dict:
             "run_dir": str(run_dir)}
 
 
+def check_study(configs: list[TrainConfig], n_train: int) -> None:
+    """Refuse, in one line and before any training, settings that do not apply to every model."""
+    problems = [p for cfg in configs for p in trainable_problems(create_model(cfg.model), cfg, n_train)]
+    if problems:  # each once: a batch size too large for the data is the same for every model
+        raise UsageError("; ".join(dict.fromkeys(problems)) + " (choose other --models or settings)")
+
+
 def run_study(models: list[str], base: TrainConfig, out: Path, overwrite: bool = False) -> dict:
     """Train and evaluate each model under the same settings, then compare them in a report."""
     for name in models:
         create_model(name)  # reject unknown names before hours of training
-    out = prepare_out_dir(out, overwrite)
+    resolve_device(base.device)
+    check_out_dir(out, overwrite)
     data = load_data(base)
+    n_train = len(stratified_split(data.train_labels, base.val_split, base.seed)[0])
+    check_study([dataclasses.replace(base, model=name) for name in models], n_train)
+    out = prepare_out_dir(out, overwrite)
     rows, metrics, histories, failures = [], {}, {}, []
     for name in models:
         cfg = dataclasses.replace(base, model=name)
@@ -196,7 +236,7 @@ def run_study(models: list[str], base: TrainConfig, out: Path, overwrite: bool =
 
 def predict_files(run_dir: Path, paths: list[Path], top_k: int = 3) -> list[dict]:
     """Top-k classes for each image file; a file that cannot be read gets an `error` instead."""
-    model, _ = load_run_model(run_dir)
+    model, cfg = load_run_model(run_dir)
     results, images, where = [], [], []
     for path in paths:
         try:
@@ -206,7 +246,8 @@ def predict_files(run_dir: Path, paths: list[Path], top_k: int = 3) -> list[dict
         except FmnistError as e:
             results.append({"file": str(path), "error": str(e)})
     if images:
-        probs = predict_logits(model, torch.stack(images)).softmax(1)
+        # The run's own test-time augmentation: what its test accuracy was measured with.
+        probs = predict_logits(model, torch.stack(images), tta=cfg.tta, tta_shift=cfg.tta_shift).softmax(1)
         top = probs.topk(min(top_k, len(CLASSES)), dim=1)
         for i, (p, c) in zip(where, zip(top.values.tolist(), top.indices.tolist())):
             results[i]["predictions"] = [{"class": CLASSES[k], "probability": v} for v, k in zip(p, c)]

@@ -21,14 +21,22 @@ def first_conv(model: nn.Module) -> nn.Conv2d:
     return conv
 
 
+def check_whitenable(model: nn.Module) -> nn.Conv2d:
+    """The first convolution, if whitening filters fit it: an even count of channels, at most
+    twice the pixels of a patch (each eigenvector and its negative)."""
+    conv = first_conv(model)
+    out_channels, in_channels, kh, kw = conv.weight.shape
+    if out_channels % 2 or out_channels // 2 > in_channels * kh * kw:
+        raise ValueError(f"cannot whiten a {kh}×{kw} convolution to {out_channels} channels: "
+                         f"needs an even count of at most {2 * in_channels * kh * kw}")
+    return conv
+
+
 @torch.no_grad()
 def whitening_filters(images: torch.Tensor, conv: nn.Conv2d, eps: float = 5e-4) -> torch.Tensor:
     """Filters of `conv`'s shape for `images` (N, C, H, W): the top out_channels / 2 eigenvectors
     of the patch covariance, whitened, and their negatives."""
     out_channels, in_channels, kh, kw = conv.weight.shape
-    if out_channels % 2 or out_channels // 2 > in_channels * kh * kw:
-        raise ValueError(f"cannot whiten a {kh}×{kw} convolution to {out_channels} channels: "
-                         f"needs an even count of at most {2 * in_channels * kh * kw}")
     x = images[:MAX_PATCH_IMAGES].float().cpu()
     # The patches the convolution reads: with a stride, only those (fewer, and cheaper to gather).
     patches = nn.functional.unfold(x, (kh, kw), padding=conv.padding, stride=conv.stride).transpose(1, 2)
@@ -44,7 +52,7 @@ def whitening_filters(images: torch.Tensor, conv: nn.Conv2d, eps: float = 5e-4) 
 @torch.no_grad()
 def whiten_first_conv(model: nn.Module, images: torch.Tensor) -> None:
     """Set the first convolution to whitening filters of `images` (the training split)."""
-    conv = first_conv(model)
+    conv = check_whitenable(model)
     conv.weight.copy_(whitening_filters(images, conv).to(conv.weight.device))
 
 
