@@ -9,7 +9,7 @@ DEBIAN_DATA := dataset-fashion-mnist
 
 $(BIN)/fmnist: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[serve,sweep,test]'
 	touch $@
 
 setup: $(BIN)/fmnist

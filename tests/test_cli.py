@@ -162,10 +162,23 @@ def test_non_empty_output_folder_needs_overwrite(trained, capsys):
 
 def test_bench_writes_its_json(trained, tmp_path, capsys):
     code, out, _ = cli(capsys, "bench", "--models", "shallow", "simple_cnn", "--batch-size", "16",
-                       "--data-dir", trained / "data", "--no-verify", "--json", tmp_path / "b.json", "--quiet")
+                       "--data-dir", trained / "data", "--no-verify", "--json", tmp_path / "b.json", "--quiet",
+                       "--backend", "torch,onnx")
     result = json.loads((tmp_path / "b.json").read_text())
-    assert code == 0 and result["matmul_gflops"] > 0 and "simple_cnn" in out
+    assert code == 0 and result["matmul_gflops"] > 0 and result["backends"] == ["torch", "onnx"]
+    assert [r["name"] for r in result["models"]] == ["shallow", "simple_cnn"]
     for row in result["models"]:
-        assert {"name", "epoch_seconds", "train_images_per_second", "predict_test_seconds", "latency_ms",
-                "peak_rss_mb", "train_gflops", "predict_gflops"} <= set(row)
-        assert row["epoch_seconds"] > 0 and row["latency_ms"] > 0
+        assert row["epoch_seconds"] > 0 and row["train_images_per_second"] == pytest.approx(180 / row["epoch_seconds"])
+        for backend in ("torch", "onnx"):
+            x = row[backend]
+            assert 0 < x["latency_ms"] <= x["latency_p99_ms"] and x["batch256_images_per_second"] > 0
+            assert x["predict_test_seconds"] > 0 and f"{row['name']:<12} {backend:<7} {x['predict_test_seconds']:>9.3f}" in out
+
+
+def test_bench_of_prediction_alone_and_bad_backends(trained, tmp_path, capsys):
+    code, out, _ = cli(capsys, "bench", "--models", "shallow", "--no-train", "--backend", "onnx",
+                       "--data-dir", trained / "data", "--no-verify", "--json", tmp_path / "b.json", "--quiet")
+    row = json.loads((tmp_path / "b.json").read_text())["models"][0]
+    assert code == 0 and "epoch_seconds" not in row and "torch" not in row and row["onnx"]["latency_ms"] > 0
+    code, _, err = cli(capsys, "bench", "--backend", "torch,tensorrt")
+    assert code == 2 and "a comma-separated list of torch, onnx" in err

@@ -86,3 +86,11 @@ def test_predict_gives_test_images_as_files_the_label_the_evaluation_gives(real,
     assert code == 0
     rate = np.mean(np.array(got) == expected.numpy())
     assert rate >= agree
+
+
+def test_the_exported_model_scores_the_runs_own_test_accuracy(deep_run, tmp_path, capsys):
+    recorded = json.loads((deep_run / "metrics.json").read_text())["test_accuracy"]
+    assert cli(capsys, "export", deep_run, "--out", tmp_path / "deep.onnx")[0] == 0
+    code, out, _ = cli(capsys, "evaluate", tmp_path / "deep.onnx")
+    assert code == 0 and f"test accuracy {recorded:.4f}" in out
+    assert out.split("test accuracy ")[1].split(",")[0] == f"{recorded:.4f}"

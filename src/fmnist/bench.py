@@ -1,8 +1,10 @@
 """`fmnist bench`: training and prediction speed per model on the real data, beside the machine's
-own fp32 matmul rate measured in the same run."""
+own fp32 matmul rate measured in the same run. Prediction is measured for each backend asked for
+(PyTorch, ONNX Runtime), through the same loader `predict` and the server use."""
 
 from __future__ import annotations
 
+import copy
 import os
 import platform
 import resource
@@ -15,12 +17,15 @@ from tqdm import tqdm
 from .config import TrainConfig
 from .data import FashionMNIST, stratified_split
 from .device import resolve_device
-from .infer import layout, predict_logits, prepare
+from .infer import predict_logits, prepare
 from .models import create_model, flops_per_image
+from .predictors import Predictor
 from .progress import bars
 from .train import epoch_data, make_trainer, train_epoch
 
 WARMUP_STEPS = 30
+LATENCY_CALLS = 1000  # single-image calls timed for the median and the 99th percentile
+THROUGHPUT_BATCH = 256
 
 
 def matmul_gflops(size: int = 1024, seconds: float = 1.0) -> float:
@@ -40,14 +45,17 @@ def matmul_gflops(size: int = 1024, seconds: float = 1.0) -> float:
 
 def machine() -> dict:
     cpu = platform.processor() or platform.machine()
+    flags = ""
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            info = f.read()
+        cpu = next(line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name"))
+        flags = next((line for line in info.splitlines() if line.startswith("flags")), "")
     except (OSError, StopIteration):
         pass
     device = resolve_device("auto")
     return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(),
+            "avx512": " avx512f" in flags, "torch": torch.__version__, "python": platform.python_version(),
             "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu"}
 
 
@@ -56,9 +64,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def bench_model(name: str, data: FashionMNIST, batch_size: int, epochs: int, device: torch.device,
-                quiet: bool = True) -> dict:
-    """Seconds per training epoch (median after a warm-up), prediction and single-image latency."""
+def bench_training(name: str, data: FashionMNIST, batch_size: int, epochs: int, device: torch.device,
+                   quiet: bool = True) -> dict:
+    """Seconds per training epoch: the median of `epochs` after a warm-up of a few steps."""
     cfg = TrainConfig(model=name, batch_size=batch_size, quiet=quiet)
     train_idx, _ = stratified_split(data.train_labels, cfg.val_split, cfg.seed)
     x, y = data.train_images[train_idx].to(device), data.train_labels[train_idx].to(device)
@@ -80,49 +88,83 @@ def bench_model(name: str, data: FashionMNIST, batch_size: int, epochs: int, dev
         _sync(device)
         seconds.append(time.perf_counter() - start)
     epoch_s = statistics.median(seconds)
-
-    test = data.test_images.to(device)
-    predict_logits(model, test[:1000])
-    times = []
-    for _ in range(3):
-        _sync(device)
-        start = time.perf_counter()
-        predict_logits(model, test)
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    predict_s = min(times)
-
-    model.eval()
-    one = layout(model, test[:1])
-    lat = []
-    with torch.inference_mode():
-        for _ in range(200):
-            start = time.perf_counter()
-            model(one).argmax()
-            _sync(device)
-            lat.append(time.perf_counter() - start)
-    flops = flops_per_image(create_model(name))
     images_per_s = len(x) / epoch_s
-    return {"name": name, "epoch_seconds": epoch_s, "epochs_measured": len(seconds),
-            "train_images": len(x), "train_images_per_second": images_per_s,
-            "predict_test_seconds": predict_s, "latency_ms": statistics.median(lat[20:]) * 1e3,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "train_gflops": flops["train"] * images_per_s / 1e9,
-            "predict_gflops": flops["forward"] * len(test) / predict_s / 1e9}
+    return {"epoch_seconds": epoch_s, "epochs_measured": len(seconds), "train_images": len(x),
+            "train_images_per_second": images_per_s,
+            "train_gflops": flops_per_image(create_model(name))["train"] * images_per_s / 1e9}
+
+
+def bench_inference(predictor: Predictor, images: torch.Tensor, forward_flops: int) -> dict:
+    """One backend's prediction speed: single-image latency (median and 99th percentile of many
+    calls), batch-256 throughput, and the time to predict all of `images` (the test set)."""
+    one = images[:1].contiguous()
+    for _ in range(50):
+        predictor.logits(one)
+    lat = []
+    for _ in range(LATENCY_CALLS):
+        start = time.perf_counter()
+        predictor.logits(one)
+        lat.append(time.perf_counter() - start)
+    batch = images[:THROUGHPUT_BATCH].contiguous()
+    predictor.logits(batch)
+    per_batch = []
+    for _ in range(20):
+        start = time.perf_counter()
+        predictor.logits(batch)
+        per_batch.append(time.perf_counter() - start)
+    predictor.logits(images[:1000])
+    whole = []
+    for _ in range(3):
+        start = time.perf_counter()
+        predictor.logits(images)
+        whole.append(time.perf_counter() - start)
+    predict_s = min(whole)
+    lat.sort()
+    return {"latency_ms": statistics.median(lat) * 1e3, "latency_p99_ms": lat[int(0.99 * len(lat))] * 1e3,
+            "batch256_images_per_second": THROUGHPUT_BATCH / statistics.median(per_batch),
+            "predict_test_seconds": predict_s, "predict_gflops": forward_flops * len(images) / predict_s / 1e9}
+
+
+def predictors_for(name: str, backends: list[str], device: torch.device) -> dict[str, Predictor]:
+    """The same freshly initialised model through each backend (speed does not depend on weights)."""
+    torch.manual_seed(0)
+    model = prepare(create_model(name), device).eval()
+    out = {}
+    for backend in backends:
+        if backend == "torch":
+            out[backend] = Predictor(name, name, "torch", lambda x, m=model: predict_logits(m, x))
+        else:
+            from .export import to_onnx
+            from .onnx_runtime import make_session, run_session
+            session = make_session(to_onnx(copy.deepcopy(model), TrainConfig(model=name), {}))
+            out[backend] = Predictor(name, name, "onnx", lambda x, s=session: run_session(s, x))
+    return out
 
 
 def run_bench(data: FashionMNIST, models: list[str], batch_size: int = 32, epochs: int = 1,
-              device: str = "auto", quiet: bool = False) -> dict:
+              device: str = "auto", quiet: bool = False, backends: tuple[str, ...] = ("torch",),
+              train: bool = True) -> dict:
     dev = resolve_device(device)
     for name in models:
         create_model(name)  # unknown names fail before any measuring
+    if "onnx" in backends and dev.type != "cpu":
+        from .errors import UsageError
+        raise UsageError("--backend onnx is measured on the CPU; use --device cpu")
     result = {"machine": machine(), "matmul_gflops": matmul_gflops(), "batch_size": batch_size,
-              "models": []}
+              "backends": list(backends), "models": []}
+    test = data.test_images.to(dev)
     for name in models:
-        row = bench_model(name, data, batch_size, epochs, dev, quiet)
+        row = {"name": name}
+        if train:
+            row.update(bench_training(name, data, batch_size, epochs, dev, quiet))
+        flops = flops_per_image(create_model(name))["forward"]
+        for backend, predictor in predictors_for(name, list(backends), dev).items():
+            row[backend] = bench_inference(predictor, test, flops)
+        row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         result["models"].append(row)
         if not quiet:
-            tqdm.write(f"{name}: {row['epoch_seconds']:.1f} s/epoch, predict {row['predict_test_seconds']:.2f} s, "
-                       f"latency {row['latency_ms']:.2f} ms")
+            tqdm.write(f"{name}: " + (f"{row['epoch_seconds']:.1f} s/epoch, " if train else "")
+                       + ", ".join(f"{b} predict {row[b]['predict_test_seconds']:.3f} s, latency "
+                                   f"{row[b]['latency_ms']:.3f} ms" for b in backends))
     result["matmul_gflops_after"] = matmul_gflops()  # a drift between the two means a busy machine
     return result

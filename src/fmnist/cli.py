@@ -15,11 +15,21 @@ import time
 import traceback
 from pathlib import Path
 
-from .config import HYPER, RUN, TrainConfig, field_types, list_recipes, make_config, read_recipe, read_toml
+from .config import (
+    HYPER,
+    RUN,
+    TrainConfig,
+    field_types,
+    list_recipes,
+    make_config,
+    read_recipe,
+    read_toml,
+)
 from .data import CLASSES, class_counts, load_fashion_mnist
 from .errors import FmnistError, UsageError
 from .files import read_json, write_json
 from .models import count_params, create_model, describe, flops_per_image, list_models
+from .predictors import BACKENDS, DEFAULT_BACKEND
 
 
 class Parser(argparse.ArgumentParser):
@@ -140,10 +150,32 @@ def read_config_model(run_dir: Path) -> str:
 
 
 def cmd_evaluate(args) -> int:
-    from .workflow import evaluate_run
-    metrics = evaluate_run(Path(args.run_dir))
+    from .predictors import load_predictor
+    from .workflow import evaluate_predictor, evaluate_run
+    source = Path(args.source)
+    if source.is_dir() and args.backend in (None, "torch"):
+        metrics = evaluate_run(source)
+        print(f"test accuracy {metrics['test_accuracy']:.4f}, loss {metrics['test_loss']:.4f}, "
+              f"top-2 {metrics['top2_accuracy']:.4f}; wrote {source}/metrics.json and report.html")
+        return 0
+    predictor = load_predictor(source, args.backend)
+    data = load_fashion_mnist(args.data_dir, verify=args.verify is not False, progress=False)
+    metrics = evaluate_predictor(predictor, data)
+    recorded = predictor.info.get("test_accuracy")
     print(f"test accuracy {metrics['test_accuracy']:.4f}, loss {metrics['test_loss']:.4f}, "
-          f"top-2 {metrics['top2_accuracy']:.4f}; wrote {args.run_dir}/metrics.json and report.html")
+          f"top-2 {metrics['top2_accuracy']:.4f} ({predictor.backend}"
+          + (f"; the run recorded {recorded:.4f}" if recorded is not None else "") + ")")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export_run, sidecar_path
+    out = Path(args.out) if args.out else Path(args.run_dir) / "model.onnx"
+    d = export_run(Path(args.run_dir), out)
+    diffs = d["checks"]["max_abs_logit_difference"]
+    print(f"wrote {out} and {sidecar_path(out).name} ({d['source']['model']}, opset {d['opset']}, "
+          f"sha256 {d['sha256'][:12]}…); checks passed: onnx full check, BatchNorm in inference mode, "
+          f"ONNX Runtime = PyTorch within {max(diffs.values()):.1e} at batch {', '.join(diffs)}")
     return 0
 
 
@@ -167,7 +199,7 @@ def cmd_predict(args) -> int:
     from .workflow import predict_files
     if args.top_k < 1:
         raise UsageError(f"--top-k must be at least 1, got {args.top_k}")
-    results = predict_files(Path(args.run_dir), [Path(p) for p in args.images], args.top_k)
+    results = predict_files(Path(args.source), [Path(p) for p in args.images], args.top_k, args.backend)
     if args.json:
         print(json.dumps(results, indent=2))
     for r in results:
@@ -182,17 +214,27 @@ def cmd_bench(args) -> int:
     from .bench import run_bench
     if args.epochs < 1 or args.batch_size < 1:
         raise UsageError("--epochs and --batch-size must be at least 1")
+    backends = tuple(dict.fromkeys(b.strip() for b in args.backend.split(",") if b.strip()))
+    if not backends or set(backends) - set(BACKENDS):
+        raise UsageError(f"--backend: a comma-separated list of {', '.join(BACKENDS)}, got {args.backend!r}")
     data = load_fashion_mnist(args.data_dir, verify=args.verify is not False, progress=not args.quiet)
-    result = run_bench(data, args.models, args.batch_size, args.epochs, args.device or "auto", args.quiet)
+    result = run_bench(data, args.models, args.batch_size, args.epochs, args.device or "auto", args.quiet,
+                       backends, args.train)
     m = result["machine"]
-    print(f"{m['cpu']} ({m['cores']} cores, {m['torch_threads']} threads), torch {m['torch']}, "
-          f"device {m['device']}; fp32 matmul {result['matmul_gflops']:.0f} GFLOP/s")
-    print(f"{'model':<12} {'epoch s':>8} {'img/s':>8} {'predict s':>9} {'latency ms':>10} "
-          f"{'train GF/s':>10} {'pred GF/s':>9} {'RSS MB':>7}")
+    print(f"{m['cpu']} ({m['cores']} cores, {m['torch_threads']} threads, AVX-512 {'yes' if m['avx512'] else 'no'}), "
+          f"torch {m['torch']}, device {m['device']}; fp32 matmul {result['matmul_gflops']:.0f} GFLOP/s")
+    if args.train:
+        print(f"{'model':<12} {'epoch s':>8} {'img/s':>8} {'train GF/s':>10} {'RSS MB':>7}")
+        for r in result["models"]:
+            print(f"{r['name']:<12} {r['epoch_seconds']:>8.2f} {r['train_images_per_second']:>8.0f} "
+                  f"{r['train_gflops']:>10.1f} {r['peak_rss_mb']:>7.0f}")
+    print(f"{'model':<12} {'backend':<7} {'predict s':>9} {'latency ms':>10} {'p99 ms':>7} {'b256 img/s':>10} "
+          f"{'pred GF/s':>9}")
     for r in result["models"]:
-        print(f"{r['name']:<12} {r['epoch_seconds']:>8.2f} {r['train_images_per_second']:>8.0f} "
-              f"{r['predict_test_seconds']:>9.3f} {r['latency_ms']:>10.3f} {r['train_gflops']:>10.1f} "
-              f"{r['predict_gflops']:>9.1f} {r['peak_rss_mb']:>7.0f}")
+        for b in backends:
+            x = r[b]
+            print(f"{r['name']:<12} {b:<7} {x['predict_test_seconds']:>9.3f} {x['latency_ms']:>10.3f} "
+                  f"{x['latency_p99_ms']:>7.3f} {x['batch256_images_per_second']:>10.0f} {x['predict_gflops']:>9.1f}")
     if args.json:
         write_json(Path(args.json), result)
     return 0
@@ -219,9 +261,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_flags(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="recompute test metrics and figures from a run's best.pt")
-    p.add_argument("run_dir", help="a run folder written by 'fmnist train'")
+    p = sub.add_parser("evaluate", help="recompute a run's test metrics and figures, or test an .onnx file")
+    p.add_argument("source", metavar="RUN_DIR|FILE.onnx",
+                   help="a run folder (its best.pt; metrics.json and the figures are rewritten) or an exported "
+                        ".onnx file (the figures are printed)")
+    p.add_argument("--backend", choices=BACKENDS,
+                   help="for a run folder: torch (default; writes the run's files) or onnx (prints only)")
+    add_data_flags(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export", help="write a run's tested model as ONNX, checked against PyTorch")
+    p.add_argument("run_dir", help="a run folder written by 'fmnist train' or 'fmnist study'")
+    p.add_argument("--out", metavar="FILE.onnx", help="where to write it (default RUN_DIR/model.onnx); "
+                   "its description goes to FILE.onnx.json")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("study", help="train and compare models under identical settings")
     p.add_argument("--models", nargs="+", metavar="MODEL",
@@ -230,11 +283,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_flags(p)
     p.set_defaults(func=cmd_study)
 
-    p = sub.add_parser("predict", help="classify your own image files with a trained run")
-    p.add_argument("run_dir", help="a run folder written by 'fmnist train' or 'fmnist study'")
+    p = sub.add_parser("predict", help="classify your own image files with a trained run or an .onnx file")
+    p.add_argument("source", metavar="RUN_DIR|FILE.onnx",
+                   help="a run folder written by 'fmnist train' or 'fmnist study', or a file from 'fmnist export'")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, JPEG, ... any size, colour or grey")
     p.add_argument("--top-k", type=int, default=3, help="classes to show per image (default 3)")
     p.add_argument("--json", action="store_true", help="print results as JSON")
+    p.add_argument("--backend", choices=BACKENDS,
+                   help=f"for a run folder: torch or onnx (default {DEFAULT_BACKEND}, the faster one measured)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("bench", help="measure training and prediction speed on the real data")
@@ -244,6 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32, help="training batch size (default 32)")
     p.add_argument("--epochs", type=int, default=1, help="measured epochs after a warm-up (default 1)")
     p.add_argument("--device", help="auto, cpu, cuda (default auto)")
+    p.add_argument("--backend", default="torch", metavar="torch,onnx",
+                   help="prediction backends to measure, comma-separated (default torch)")
+    p.add_argument("--train", action=argparse.BooleanOptionalAction, default=True,
+                   help="also measure training epochs (default on; --no-train measures prediction only)")
     add_data_flags(p)
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -12,21 +12,26 @@ import torch
 
 from . import plots
 from .config import HYPER, RECORD, RUN, TrainConfig, make_config
-from .data import CLASSES, FashionMNIST, load_fashion_mnist, stratified_split
+from .data import CLASSES, FashionMNIST, stratified_split
 from .device import resolve_device
 from .diagnostics import check_identical, check_run
 from .errors import FmnistError, UsageError
 from .evaluate import metrics_from_logits
-from .files import check_out_dir, load_checkpoint, prepare_out_dir, read_csv, read_json, write_json
+from .files import (
+    check_out_dir,
+    load_checkpoint,
+    prepare_out_dir,
+    read_csv,
+    read_json,
+    write_json,
+)
 from .images import load_image
 from .infer import predict_logits, prepare
 from .models import count_params, create_model
+from .predictors import Predictor, load_predictor
 from .report import write_run_report, write_study_report
+from .runs import load_data, load_run_model
 from .train import DivergedError, build_model, check_trainable, fit, trainable_problems
-
-
-def load_data(cfg: TrainConfig) -> FashionMNIST:
-    return load_fashion_mnist(cfg.data_dir or None, verify=cfg.verify, progress=not cfg.quiet)
 
 
 def split(data: FashionMNIST, cfg: TrainConfig, device: torch.device):
@@ -119,25 +124,6 @@ def resume_run(run_dir: Path, overrides: dict | None = None) -> dict:
     check_trainable(model, cfg, len(train[0]))
     write_json(run_dir / "config.json", dataclasses.asdict(cfg))
     return fit_then_evaluate(model, train, val, cfg, run_dir, data, resume=state)
-
-
-def load_run_model(run_dir: Path, checkpoint: str = "best.pt", device: str = "cpu"):
-    """The model of a run folder with the weights of `checkpoint`, and the run's config."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FmnistError(f"run folder {run_dir} does not exist")
-    cfg = make_config(read_json(run_dir / "config.json"))
-    state = load_checkpoint(run_dir / checkpoint)
-    if state.get("config", {}).get("model") != cfg.model:
-        raise FmnistError(f"{run_dir / checkpoint} holds a {state.get('config', {}).get('model')!r} "
-                          f"model, but the run is for {cfg.model!r}")
-    model = create_model(cfg.model)
-    try:
-        model.load_state_dict(state["model"])
-    except (RuntimeError, KeyError, TypeError) as e:
-        raise FmnistError(f"{run_dir / checkpoint} does not fit model {cfg.model!r}: "
-                          f"{str(e).splitlines()[0]}") from None
-    return prepare(model, resolve_device(device)).eval(), cfg
 
 
 def evaluate_run(run_dir: Path, data: FashionMNIST | None = None) -> dict:
@@ -234,9 +220,11 @@ def run_study(models: list[str], base: TrainConfig, out: Path, overwrite: bool =
     return summary
 
 
-def predict_files(run_dir: Path, paths: list[Path], top_k: int = 3) -> list[dict]:
-    """Top-k classes for each image file; a file that cannot be read gets an `error` instead."""
-    model, cfg = load_run_model(run_dir)
+def predict_files(source: Path, paths: list[Path], top_k: int = 3, backend: str | None = None) -> list[dict]:
+    """Top-k classes for each image file, from a run folder or an exported .onnx file (with the
+    run's own test-time augmentation, what its test accuracy was measured with); a file that
+    cannot be read gets an `error` instead."""
+    predictor = load_predictor(source, backend)
     results, images, where = [], [], []
     for path in paths:
         try:
@@ -246,10 +234,13 @@ def predict_files(run_dir: Path, paths: list[Path], top_k: int = 3) -> list[dict
         except FmnistError as e:
             results.append({"file": str(path), "error": str(e)})
     if images:
-        # The run's own test-time augmentation: what its test accuracy was measured with.
-        probs = predict_logits(model, torch.stack(images), tta=cfg.tta, tta_shift=cfg.tta_shift).softmax(1)
-        top = probs.topk(min(top_k, len(CLASSES)), dim=1)
+        top = predictor.probabilities(torch.stack(images)).topk(min(top_k, len(CLASSES)), dim=1)
         for i, (p, c) in zip(where, zip(top.values.tolist(), top.indices.tolist())):
             results[i]["predictions"] = [{"class": CLASSES[k], "probability": v} for v, k in zip(p, c)]
     return results
 
+
+def evaluate_predictor(predictor: Predictor, data: FashionMNIST) -> dict:
+    """Test metrics of any loaded model (a run through ONNX Runtime, an exported file); unlike
+    evaluate_run it writes nothing: a run folder's figures are its own PyTorch evaluation's."""
+    return metrics_from_logits(predictor.logits(data.test_images), data.test_labels)
