@@ -108,3 +108,35 @@ def register(monkeypatch):
     """Register models for one test only: `register(fn)` adds `fn` under its name."""
     monkeypatch.setattr(registry, "_BUILDERS", dict(registry._BUILDERS))
     return registry.register_model
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(*args, cwd=None, seconds: float = 90):
+    """`fmnist serve ARGS` in its own process on a free local port, once it is ready: (base URL, process)."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "fmnist", "serve", *map(str, args), "--port", str(port)],
+                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            if httpx.get(base + "/v2/health/ready", timeout=1).status_code == 200:
+                return base, proc
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None:
+            raise AssertionError(f"fmnist serve stopped: {proc.stdout.read()}")
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("fmnist serve never became ready")

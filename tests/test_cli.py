@@ -46,7 +46,7 @@ def test_run_report_shows_the_numbers_of_metrics_json(trained):
         value = metrics[key]
         assert f"<td>{value:.1f}</td>" in html if key == "train_seconds" else f"<td>{value:.4f}</td>" in html, key
     f1 = metrics["classification_report"]["Trouser"]["f1-score"]
-    assert f"<td>Trouser</td>" in html and f"{f1:.3f}" in html
+    assert "<td>Trouser</td>" in html and f"{f1:.3f}" in html
 
 
 def test_evaluate_recomputes_from_files(trained, capsys):

@@ -206,7 +206,7 @@ def test_command_errors(data_dir, tmp_path, capsys, argv, code, message):
 
 def test_debug_shows_the_traceback(capsys):
     code, _, err = cli(capsys, "evaluate", "/nonexistent/run", "--debug")
-    assert code == 1 and "Traceback" in err and err.strip().endswith("does not exist")
+    assert code == 1 and "Traceback" in err and err.strip().endswith("does not exist (give a run folder or an .onnx file)")
 
 
 @pytest.mark.parametrize("problem, message", [("labels out of range", "outside 0-9"),

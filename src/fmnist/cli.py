@@ -29,7 +29,7 @@ from .data import CLASSES, class_counts, load_fashion_mnist
 from .errors import FmnistError, UsageError
 from .files import read_json, write_json
 from .models import count_params, create_model, describe, flops_per_image, list_models
-from .predictors import BACKENDS, DEFAULT_BACKEND
+from .predictors import BACKENDS, DEFAULT_BACKEND, check_backend
 
 
 class Parser(argparse.ArgumentParser):
@@ -240,6 +240,47 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def study_runs(folder: Path = Path("runs/study")) -> list[Path]:
+    """The run folders of the last `make study`, in the study's order."""
+    summary = folder / "summary.json"
+    if summary.is_file():
+        runs = [Path(m["run_dir"]) for m in read_json(summary)["models"]]
+        return [r for r in runs if (r / "best.pt").is_file()]
+    return sorted(p.parent for p in folder.glob("*/best.pt"))
+
+
+def cmd_serve(args) -> int:
+    try:
+        import uvicorn
+
+        from .serve import Settings, create_app
+    except ImportError as e:
+        raise FmnistError(f"fmnist serve needs the serve extra ({e.name} is missing): "
+                          "pip install 'fmnist[serve]'") from None
+    sources = [Path(s) for s in args.sources] or study_runs()
+    if not sources:
+        raise FmnistError("nothing to serve: name run folders or .onnx files, or run 'make study' first "
+                          "(fmnist serve alone serves runs/study/*)")
+    for s in sources:
+        if not s.exists():
+            raise FmnistError(f"{s} does not exist (give a run folder or an .onnx file)")
+    if not 1 <= args.port <= 65535:
+        raise UsageError(f"--port must be 1-65535, got {args.port}")
+    if args.max_body_mb <= 0 or args.max_images < 1:
+        raise UsageError("--max-body-mb and --max-images must be positive")
+    check_backend(args.backend)
+    settings = Settings(max_body_bytes=int(args.max_body_mb * 1024 * 1024), max_images=args.max_images,
+                        backend=args.backend)
+    app = create_app(sources, settings)
+    print(f"serving {', '.join(str(s) for s in sources)} on http://{args.host}:{args.port}/ "
+          f"(API docs at /docs; Ctrl-C stops)", flush=True)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    except SystemExit as e:  # uvicorn exits when it cannot bind the address
+        raise FmnistError(f"cannot serve on {args.host}:{args.port} (in use, or not an address here)") from e
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="fmnist", description="Train, compare and use Fashion-MNIST classifiers.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
@@ -292,6 +333,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=BACKENDS,
                    help=f"for a run folder: torch or onnx (default {DEFAULT_BACKEND}, the faster one measured)")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("serve", help="a JSON API and a page where you upload or draw a garment")
+    p.add_argument("sources", nargs="*", metavar="RUN_OR_ONNX",
+                   help="run folders or .onnx files (default: the runs of the last 'make study', runs/study/*)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--backend", choices=BACKENDS,
+                   help=f"for run folders: torch or onnx (default {DEFAULT_BACKEND}, the faster one measured)")
+    p.add_argument("--max-body-mb", type=float, default=10.0,
+                   help="largest request body, refused with 413 before it is read (default 10)")
+    p.add_argument("--max-images", type=int, default=16, help="images in one /predict request (default 16)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("bench", help="measure training and prediction speed on the real data")
     p.add_argument("--models", nargs="+", metavar="MODEL",

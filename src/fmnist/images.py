@@ -3,8 +3,11 @@ fitted into 28×28 with its aspect ratio kept, pixels in [0, 1]."""
 
 from __future__ import annotations
 
+import io
+import struct
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -17,6 +20,32 @@ SIZE = 28
 OBJECT_LEVEL = 0.1  # grey level (after background removal) above which a pixel is the object's
 
 
+# Formats a photo or a drawing comes in; others (EPS, which runs Ghostscript, among them) are refused.
+FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
+
+
+def decode(source: Path | BinaryIO, name: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Fully decode an image, refusing one that declares more than `max_pixels` before any pixel
+    is decoded (a few KB can declare 40000×40000); raises FmnistError saying what is wrong."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(source, formats=FORMATS)
+            w, h = img.size
+            if w * h > max_pixels or w <= 0 or h <= 0:
+                raise FmnistError(f"{name}: {w}×{h} pixels is too large (limit {max_pixels:,} pixels)")
+            img.load()
+            return ImageOps.exif_transpose(img)
+    except FmnistError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise FmnistError(f"{name}: image is too large (more than {max_pixels:,} pixels) to decode safely") from None
+    except UnidentifiedImageError:
+        raise FmnistError(f"{name}: not an image in a format fmnist reads ({', '.join(FORMATS)})") from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError, struct.error) as e:
+        raise FmnistError(f"{name}: corrupt or truncated image ({e})") from None
+
+
 def open_image(path: Path) -> Image.Image:
     """Open and fully decode an image file, or raise FmnistError saying what is wrong with it."""
     path = Path(path)
@@ -26,23 +55,14 @@ def open_image(path: Path) -> Image.Image:
         raise FmnistError(f"{path}: is a folder, not an image")
     if path.stat().st_size == 0:
         raise FmnistError(f"{path}: empty file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path)
-            w, h = img.size
-            if w * h > MAX_PIXELS or w <= 0 or h <= 0:
-                raise FmnistError(f"{path}: {w}×{h} pixels is too large (limit {MAX_PIXELS:,} pixels)")
-            img.load()
-            return ImageOps.exif_transpose(img)
-    except FmnistError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise FmnistError(f"{path}: image is too large to decode safely") from None
-    except UnidentifiedImageError:
-        raise FmnistError(f"{path}: not an image PIL can read") from None
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
-        raise FmnistError(f"{path}: corrupt or truncated image ({e})") from None
+    return decode(path, str(path))
+
+
+def image_from_bytes(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode an uploaded image (see decode)."""
+    if not data:
+        raise FmnistError(f"{name}: empty file")
+    return decode(io.BytesIO(data), name, max_pixels)
 
 
 def to_grey(img: Image.Image) -> np.ndarray:
@@ -83,3 +103,15 @@ def to_fashion_mnist(grey: np.ndarray) -> torch.Tensor:
 def load_image(path: Path) -> torch.Tensor:
     """Read an image file (PNG, JPEG, ...; any size; colour or grey) as a 1×28×28 tensor."""
     return to_fashion_mnist(to_grey(open_image(path)))
+
+
+def load_image_bytes(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
+    """An uploaded image as a 1×28×28 tensor, by the same steps as load_image."""
+    return to_fashion_mnist(to_grey(image_from_bytes(data, name, max_pixels)))
+
+
+def to_png(image: torch.Tensor) -> bytes:
+    """A 1×28×28 tensor in [0, 1] as PNG bytes: what the models saw, to show."""
+    buf = io.BytesIO()
+    Image.fromarray((image[0].clamp(0, 1).numpy() * 255).round().astype(np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
