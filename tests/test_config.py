@@ -57,3 +57,7 @@ def test_out_of_range_values(field, value):
 def test_training_options_are_checked(field, value, message):
     with pytest.raises(UsageError, match=message):
         dataclasses.replace(TrainConfig(), **{field: value})
+
+
+def test_a_config_saved_with_the_old_schedule_name_still_reads():
+    assert make_config({"schedule": "onecycle"}).schedule == "linear"

@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from fmnist import files, train
+from fmnist import files, train, trainer
 from fmnist.config import list_recipes, make_config, read_recipe, read_toml, to_toml
 from fmnist.errors import UsageError
 
@@ -65,12 +65,12 @@ def test_target_accuracy_stops_early_and_reports_the_time(data_dir, tmp_path, ca
     assert "validation accuracy 0.0100 reached" in (tmp_path / "t" / "report.html").read_text()
 
 
-FEATURES = ["--optimizer", "sgd", "--lr", "0.05", "--schedule", "onecycle", "--warmup", "0.2",
+FEATURES = ["--optimizer", "sgd", "--lr", "0.05", "--schedule", "linear", "--warmup", "0.2",
             "--weight-decay", "0.01", "--label-smoothing", "0.1", "--augment", "crop,flip,erase",
             "--ema", "0.9", "--tta", "--batch-size", "16"]
 
 
-class StopAfter(train.StopFlag):
+class StopAfter(trainer.StopFlag):
     """A stop request that arrives after a set number of steps, like a Ctrl-C mid-epoch."""
 
     steps = 0
@@ -87,12 +87,12 @@ class StopAfter(train.StopFlag):
 
 def test_resume_mid_epoch_is_exact_with_schedule_augmentation_and_ema(data_dir, tmp_path, capsys, monkeypatch):
     assert cli(capsys, *train_args(data_dir, tmp_path / "full", "resnet_fast", "--epochs", "3", *FEATURES))[0] == 0
-    monkeypatch.setattr(train, "StopFlag", StopAfter)
+    monkeypatch.setattr(trainer, "StopFlag", StopAfter)
     StopAfter.steps = 20  # 216 images, batch 16: 14 steps per epoch, so this stops in epoch 2
     code, _, err = cli(capsys, *train_args(data_dir, tmp_path / "part", "resnet_fast", "--epochs", "3", *FEATURES))
     assert code == 130 and "step 6 of epoch 2" in err
     monkeypatch.undo()
-    assert cli(capsys, "train", "--resume", tmp_path / "part", "--quiet")[0] == 0
+    assert cli(capsys, "resume", tmp_path / "part", "--quiet")[0] == 0
     a = files.load_checkpoint(tmp_path / "full" / "last.pt")
     b = files.load_checkpoint(tmp_path / "part" / "last.pt")
     assert "scheduler" in a and "train_model" in a

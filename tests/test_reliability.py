@@ -12,6 +12,8 @@ import pytest
 import torch
 
 from fmnist import files
+from fmnist.errors import UsageError
+from fmnist.workflow import resume_run
 
 from conftest import NanAfter, cli, train_args, untimed, write_dataset
 
@@ -33,7 +35,7 @@ def history_without_time(run):
 def test_resumed_run_equals_uninterrupted_run(data_dir, tmp_path, capsys):
     assert cli(capsys, *train_args(data_dir, tmp_path / "full", "deep_cnn", "--epochs", "3", "--batch-size", "16"))[0] == 0
     assert cli(capsys, *train_args(data_dir, tmp_path / "part", "deep_cnn", "--epochs", "1", "--batch-size", "16"))[0] == 0
-    assert cli(capsys, "train", "--resume", tmp_path / "part", "--epochs", "3", "--quiet")[0] == 0
+    assert cli(capsys, "resume", tmp_path / "part", "--epochs", "3", "--quiet")[0] == 0
     full, part = weights(tmp_path / "full" / "last.pt"), weights(tmp_path / "part" / "last.pt")
     assert all(torch.equal(full[k], part[k]) for k in full)  # bit for bit on CPU
     assert history_without_time(tmp_path / "full") == history_without_time(tmp_path / "part")
@@ -57,12 +59,12 @@ def test_sigterm_saves_and_resume_matches(tmp_path, capsys):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert "interrupted during epoch 2" in err and "--resume" in err and "Traceback" not in err
+    assert "interrupted during epoch 2" in err and f"fmnist resume {tmp_path / 'killed'}" in err and "Traceback" not in err
     saved = files.load_checkpoint(tmp_path / "killed" / "last.pt")
     assert saved["epoch"] == 2 and 0 <= saved["partial"]["step"] < 125  # mid-epoch, at a step boundary
     assert f"step {saved['partial']['step']} of epoch 2" in err
 
-    assert cli(capsys, "train", "--resume", tmp_path / "killed", "--quiet")[0] == 0
+    assert cli(capsys, "resume", tmp_path / "killed", "--quiet")[0] == 0
     assert cli(capsys, *train_args(tmp_path / "data", tmp_path / "whole", "deep_cnn", "--epochs", "4"))[0] == 0
     a, b = weights(tmp_path / "killed" / "last.pt"), weights(tmp_path / "whole" / "last.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -92,7 +94,7 @@ def test_divergence_in_a_resumed_run_is_reported_too(data_dir, tmp_path, capsys,
     run = tmp_path / "run"
     assert cli(capsys, *train_args(data_dir, run, "nan_after_12", "--epochs", "1", "--batch-size", "32"))[0] == 0
     assert not (run / "diverged.json").exists()
-    code, _, err = cli(capsys, "train", "--resume", run, "--epochs", "3", "--quiet")
+    code, _, err = cli(capsys, "resume", run, "--epochs", "3", "--quiet")
     # resumed at epoch 2: 9 good steps there, 3 in epoch 3, then NaN at epoch 3, step 4
     assert code == 1 and "epoch 3, step 4" in err
     assert json.loads((run / "diverged.json").read_text()) == {"epoch": 3, "step": 4}
@@ -170,8 +172,10 @@ def test_weights_of_the_wrong_shape_are_refused(run_dir, capsys):
 
 
 def test_resume_refuses_to_change_the_recipe(run_dir, capsys):
-    code, _, err = cli(capsys, "train", "--resume", run_dir, "--lr", "0.1")
-    assert code == 2 and "cannot change lr" in err
+    code, _, err = cli(capsys, "resume", run_dir, "--lr", "0.1")  # refused by argparse: resume has no --lr
+    assert code == 2 and "unrecognized arguments: --lr 0.1" in err
+    with pytest.raises(UsageError, match="cannot change lr when resuming"):
+        resume_run(run_dir, {"lr": 0.1})  # and by the job itself, for callers from Python
 
 
 def test_crash_during_a_checkpoint_write_keeps_the_old_file(run_dir, monkeypatch):

@@ -9,7 +9,7 @@ from torch import nn
 from fmnist.config import TrainConfig
 from fmnist.infer import predict_logits, shift
 from fmnist.schedule import lr_factor, make_optimizer, make_scheduler
-from fmnist.train import make_trainer
+from fmnist.trainer import make_trainer
 
 
 def test_warmup_is_linear_then_constant():
@@ -18,8 +18,8 @@ def test_warmup_is_linear_then_constant():
     assert f(10) == f(99) == 1.0
 
 
-def test_onecycle_decays_linearly_to_zero():
-    f = lr_factor("onecycle", 110, 10 / 110)
+def test_linear_decays_to_zero():
+    f = lr_factor("linear", 110, 10 / 110)
     assert f(9) == 1.0 and f(10) == 1.0
     assert f(60) == pytest.approx(0.5) and f(110) == 0.0
 
@@ -33,13 +33,13 @@ def test_cosine_is_half_way_at_the_middle():
 def test_scheduler_sets_the_rate_each_step_and_round_trips():
     model = nn.Linear(3, 2)
     opt = make_optimizer(model, "sgd", 0.1)
-    sched = make_scheduler(opt, "onecycle", 10, 0.2)
+    sched = make_scheduler(opt, "linear", 10, 0.2)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.05)  # warm-up step 1 of 2
     for _ in range(6):
         opt.step()
         sched.step()
     opt2 = make_optimizer(model, "sgd", 0.1)
-    again = make_scheduler(opt2, "onecycle", 10, 0.2)
+    again = make_scheduler(opt2, "linear", 10, 0.2)
     again.load_state_dict(sched.state_dict())
     opt2.load_state_dict(opt.state_dict())
     rates = []
@@ -89,7 +89,7 @@ def test_ema_follows_its_formula():
         trainer.ema.update_parameters(model)
         d = min(0.9, (1 + n) / (10 + n))  # the decay warms up from 0.1
         expected = [d * e + (1 - d) * p.detach() for e, p in zip(expected, model.parameters())]
-    for e, a in zip(expected, trainer.evaluated().parameters()):
+    for e, a in zip(expected, trainer.eval_module.parameters()):
         assert torch.allclose(e, a, atol=1e-6)
     assert not torch.allclose(expected[0], model.weight)  # the average lags the raw weights
 

@@ -78,7 +78,7 @@ def test_a_stale_checkpoint_is_not_resumed_under_another_config(data_dir, tmp_pa
     assert cli(capsys, *train_args(data_dir, run, "shallow", "--epochs", "1", "--lr", "0.001"))[0] == 0
     config = read(run / "config.json")
     files.write_json(run / "config.json", {**config, "lr": 0.1})  # as if last.pt came from another run
-    code, _, err = cli(capsys, "train", "--resume", run, "--epochs", "2", "--quiet")
+    code, _, err = cli(capsys, "resume", run, "--epochs", "2", "--quiet")
     assert code == 1 and "trained with lr=0.001" in err and "not this run's checkpoint" in err
     assert read(run / "config.json")["lr"] == 0.1 and read(run / "config.json")["epochs"] == 1
 
@@ -90,7 +90,7 @@ def test_a_longer_resume_runs_a_new_schedule_cycle_over_the_added_epochs(data_di
     short, longer = tmp_path / "short", tmp_path / "longer"
     assert cli(capsys, *train_args(data_dir, short, *COSINE, "--epochs", "2"))[0] == 0
     assert cli(capsys, *train_args(data_dir, longer, *COSINE, "--epochs", "2"))[0] == 0
-    assert cli(capsys, "train", "--resume", longer, "--epochs", "4", "--quiet")[0] == 0
+    assert cli(capsys, "resume", longer, "--epochs", "4", "--quiet")[0] == 0
     assert read(longer / "config.json")["schedule_restarts"] == [2]
     lrs = [row["lr"] for row in files.read_csv(longer / "history.csv")]
     first = [row["lr"] for row in files.read_csv(short / "history.csv")]
@@ -98,7 +98,7 @@ def test_a_longer_resume_runs_a_new_schedule_cycle_over_the_added_epochs(data_di
     # stretched to 4 epochs would have stood at 0.0015 after epoch 3 instead.
     assert lrs[:2] == first and lrs[2:] == pytest.approx(first)
     assert lrs[2] == pytest.approx(0.005) and lrs[3] == pytest.approx(0.0, abs=1e-12)
-    code, _, err = cli(capsys, "train", "--resume", longer, "--epochs", "3", "--quiet")
+    code, _, err = cli(capsys, "resume", longer, "--epochs", "3", "--quiet")
     assert code == 2 and "can only make the run longer than its 4 epochs" in err
 
 
@@ -110,7 +110,7 @@ def test_the_added_cycle_starts_at_its_own_rate(data_dir, tmp_path, capsys):
         assert cli(capsys, *train_args(data_dir, tmp_path / "run", *COSINE, "--epochs", "1"))[0] == 0
         first = list(rates)
         rates.clear()
-        assert cli(capsys, "train", "--resume", tmp_path / "run", "--epochs", "2", "--quiet")[0] == 0
+        assert cli(capsys, "resume", tmp_path / "run", "--epochs", "2", "--quiet")[0] == 0
     finally:
         hook.remove()
     # Every step of the added epoch at the rate of the same step of the first: 0.01 at its first

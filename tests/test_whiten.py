@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from fmnist import train
+from fmnist import train, trainer
 from fmnist.config import TrainConfig
 from fmnist.errors import UsageError
 from fmnist.models import create_model
@@ -72,6 +72,6 @@ def test_freeze_leaves_the_stem_out_of_the_optimizer():
     model = create_model("resnet_fast")
     freeze_first_conv(model)
     whiten_first_conv(model, correlated_images(50))
-    opt = train.make_trainer(model, TrainConfig(model="resnet_fast", optimizer="sgd"), 10).optimizer
+    opt = trainer.make_trainer(model, TrainConfig(model="resnet_fast", optimizer="sgd"), 10).optimizer
     held = {id(p) for g in opt.param_groups for p in g["params"]}
     assert id(first_conv(model).weight) not in held and len(held) == len(list(model.parameters())) - 1

@@ -6,7 +6,8 @@ from .errors import FmnistError, UsageError
 from .evaluate import metrics_from_logits
 from .infer import predict_logits
 from .models import count_params, create_model, list_models, register_model
-from .train import build_model, fit
+from .train import fit
+from .trainer import build_model
 
 __all__ = ["CLASSES", "FashionMNIST", "FmnistError", "TrainConfig", "UsageError", "build_model",
            "count_params", "create_model", "fit", "list_models", "load_fashion_mnist", "metrics_from_logits",

@@ -21,7 +21,8 @@ from .infer import predict_logits, prepare
 from .models import create_model, flops_per_image
 from .predictors import Predictor
 from .progress import bars
-from .train import epoch_data, make_trainer, train_epoch
+from .train import epoch_data, train_epoch
+from .trainer import make_trainer
 
 WARMUP_STEPS = 30
 LATENCY_CALLS = 1000  # single-image calls timed for the median and the 99th percentile
@@ -75,16 +76,16 @@ def bench_training(name: str, data: FashionMNIST, batch_size: int, epochs: int, 
     steps = (len(x) + batch_size - 1) // batch_size
     trainer = make_trainer(model, cfg, steps)
     gen = torch.Generator().manual_seed(0)
-    with tqdm(disable=True) as bar:  # warm-up: allocator, oneDNN kernel choice
-        warm = min(len(x), WARMUP_STEPS * batch_size)
-        train_epoch(trainer, x[:warm], y[:warm], torch.randperm(warm, generator=gen).to(device), batch_size, bar, 0)
+    warm = min(len(x), WARMUP_STEPS * batch_size)  # warm-up: allocator, oneDNN kernel choice
+    train_epoch(trainer, x[:warm], y[:warm], torch.randperm(warm, generator=gen).to(device), batch_size)
     seconds = []
     for epoch in range(epochs):
         _sync(device)
         start = time.perf_counter()
         with tqdm(total=steps, desc=f"bench {name}", disable=not bars(quiet), leave=False) as bar:
             order, images = epoch_data(x, cfg, gen)
-            train_epoch(trainer, images, y, order, batch_size, bar, epoch + 1)
+            train_epoch(trainer, images, y, order, batch_size, epoch=epoch + 1,
+                        report=lambda done, *_: bar.update(done - bar.n))
         _sync(device)
         seconds.append(time.perf_counter() - start)
     epoch_s = statistics.median(seconds)

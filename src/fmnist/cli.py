@@ -49,16 +49,15 @@ def _default_text(value) -> str:
     return repr(value) if value == "" else str(value)
 
 
-def add_config_flags(p: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
-    """One flag per TrainConfig field that a flag may set (hyperparameters and where it runs), its
-    help and default read from the field; a flag not given stays None, so the recipe, the config
-    file and the defaults below it keep their say."""
+def add_config_flags(p: argparse.ArgumentParser, names: list[str],
+                     training: str = "training (any recipe or --config value is overridden by these)") -> None:
+    """One flag per TrainConfig field in `names`, its help and default read from the field; a flag
+    not given stays None, so the recipe, the config file and the defaults below it keep their say."""
     types = field_types()
-    groups = {HYPER: p.add_argument_group("training (any recipe or --config value is overridden by these)"),
-              RUN: p.add_argument_group("where and how it runs")}
+    groups = {HYPER: p.add_argument_group(training), RUN: p.add_argument_group("where and how it runs")}
     for f in dataclasses.fields(TrainConfig):
         kind = f.metadata["kind"]
-        if kind not in groups or f.name in exclude:
+        if f.name not in names:
             continue
         flag = "--" + f.name.replace("_", "-")
         text = f"{f.metadata['help']} (default {_default_text(f.default)})"
@@ -75,7 +74,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", choices=list_recipes(),
                    help="start from a shipped recipe (config file); --config and flags override it")
     p.add_argument("--config", metavar="FILE.toml", help="TOML file of config keys; flags override it")
-    add_config_flags(p, exclude=("model",))
+    add_config_flags(p, [n for n in TrainConfig.fields_of(HYPER, RUN) if n != "model"])
     p.add_argument("--overwrite", action="store_true",
                    help="replace an output folder that fmnist wrote (its old files are removed first)")
 
@@ -114,20 +113,22 @@ def cmd_models(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .workflow import resume_run, train_run
-    if args.resume:
-        if args.model or args.out or args.config or args.recipe:
-            raise UsageError("--resume RUN_DIR takes no MODEL, --out, --recipe or --config: the run folder has them")
-        out = Path(args.resume)
-        metrics = resume_run(out, given_flags(args))
-        model = read_config_model(out)
-    else:
-        if not args.model and not args.recipe:
-            raise UsageError("fmnist train: give a MODEL, a --recipe, or --resume RUN_DIR")
-        cfg = config_from(args, model=args.model)
-        out = Path(args.out or f"runs/{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}")
-        metrics = train_run(cfg, out, overwrite=args.overwrite)
-        model = cfg.model
+    from .workflow import train_run
+    if not args.model and not args.recipe:
+        raise UsageError("fmnist train: give a MODEL or a --recipe (to continue a run: fmnist resume RUN_DIR)")
+    cfg = config_from(args, model=args.model)
+    out = Path(args.out or f"runs/{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}")
+    return print_run(cfg.model, out, train_run(cfg, out, overwrite=args.overwrite))
+
+
+def cmd_resume(args) -> int:
+    from .workflow import resume_run
+    out = Path(args.run_dir)
+    metrics = resume_run(out, given_flags(args))
+    return print_run(read_config_model(out), out, metrics)
+
+
+def print_run(model: str, out: Path, metrics: dict) -> int:
     target = metrics.get("target")
     if target and target["reached"]:
         print(f"{model}: validation accuracy reached {target['val_accuracy']:.4f} at epoch {target['epoch']} "
@@ -297,10 +298,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one model into a run folder")
     p.add_argument("model", nargs="?", help=f"one of: {', '.join(list_models())}")
     p.add_argument("--out", help="run folder (default runs/MODEL-TIMESTAMP)")
-    p.add_argument("--resume", metavar="RUN_DIR",
-                   help="continue an interrupted run from RUN_DIR/last.pt (--epochs may raise its length)")
     add_train_flags(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("resume", help="continue a stopped run from its last.pt, or make it longer")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by 'fmnist train'")
+    # The only settings a resume may change: its length (upwards), and where and how it runs.
+    add_config_flags(p, TrainConfig.resumable(), "the run's length (default: as it was; more epochs run a new "
+                                                 "schedule cycle over the added ones)")
+    p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("evaluate", help="recompute a run's test metrics and figures, or test an .onnx file")
     p.add_argument("source", metavar="RUN_DIR|FILE.onnx",

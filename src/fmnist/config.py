@@ -17,7 +17,7 @@ from typing import Any
 from .augment import parse_augment
 from .device import check_device_name
 from .errors import UsageError
-from .schedule import OPTIMIZERS, SCHEDULES
+from .schedule import OPTIMIZERS, RENAMED, SCHEDULES
 
 # Each field is one of three kinds, and that decides where it may come from and change:
 HYPER = "hyper"  # what training does: a sweep may search it, a checkpoint must match it
@@ -25,16 +25,20 @@ RUN = "run"  # where and how it runs (device, data, output): a resume may change
 RECORD = "record"  # provenance kept with the run, set by fmnist itself, never by a flag
 
 
-def hyper(default: Any, help: str) -> Any:
-    return dataclasses.field(default=default, metadata={"kind": HYPER, "help": help})
+# And what a resume may do with it: keep it as the run has it, change it, or only make it larger.
+FIXED, CHANGE, LENGTHEN = "fixed", "change", "lengthen"
+
+
+def hyper(default: Any, help: str, resume: str = FIXED) -> Any:
+    return dataclasses.field(default=default, metadata={"kind": HYPER, "help": help, "resume": resume})
 
 
 def run(default: Any, help: str) -> Any:
-    return dataclasses.field(default=default, metadata={"kind": RUN, "help": help})
+    return dataclasses.field(default=default, metadata={"kind": RUN, "help": help, "resume": CHANGE})
 
 
 def record(default: Any, help: str, factory: Any = None) -> Any:
-    meta = {"kind": RECORD, "help": help}
+    meta = {"kind": RECORD, "help": help, "resume": FIXED}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -48,7 +52,7 @@ UNIT_FIELDS = {"momentum": True, "label_smoothing": True, "ema": True,
 @dataclass
 class TrainConfig:
     model: str = hyper("shallow", "registered model to train")
-    epochs: int = hyper(10, "passes over the training split")
+    epochs: int = hyper(10, "passes over the training split", resume=LENGTHEN)
     batch_size: int = hyper(32, "images per optimizer step")
     lr: float = hyper(1e-3, "learning rate (the peak, with a schedule)")
     val_split: float = hyper(0.1, "stratified fraction of the training set held out for validation")
@@ -57,8 +61,8 @@ class TrainConfig:
     optimizer: str = hyper("adam", "adam, adamw, or sgd (with Nesterov momentum)")
     momentum: float = hyper(0.9, "SGD momentum")
     weight_decay: float = hyper(0.0, "on weights, not biases or BatchNorm")
-    schedule: str = hyper("constant", "learning rate per step: constant, onecycle (linear decay to "
-                                      "0 after the warm-up) or cosine")
+    schedule: str = hyper("constant", "learning rate per step, after the warm-up: constant, linear "
+                                      "(decay to 0) or cosine (decay to 0)")
     warmup: float = hyper(0.0, "fraction of the steps with a linear learning-rate warm-up")
     label_smoothing: float = hyper(0.0, "label smoothing of the cross-entropy")
     augment: str = hyper("", "comma-separated batch augmentations: crop, flip, erase")
@@ -100,10 +104,10 @@ class TrainConfig:
             parse_augment(self.augment)
         except ValueError as e:
             raise UsageError(str(e)) from None
-        for key, top_open in UNIT_FIELDS.items():  # fractions: [0, 1) or [0, 1]
+        for key, excludes_one in UNIT_FIELDS.items():  # fractions: [0, 1) or [0, 1]
             value = getattr(self, key)
-            if not (0 <= value < 1 if top_open else 0 <= value <= 1):
-                raise UsageError(f"{key} must lie in [0, 1{')' if top_open else ']'}, got {value}")
+            if not (0 <= value < 1 if excludes_one else 0 <= value <= 1):
+                raise UsageError(f"{key} must lie in [0, 1{')' if excludes_one else ']'}, got {value}")
         if self.weight_decay < 0 or self.crop_pad < 0 or self.tta_shift < 0:
             raise UsageError("weight_decay, crop_pad and tta_shift must not be negative")
         check_device_name(self.device)
@@ -115,6 +119,11 @@ class TrainConfig:
     @classmethod
     def fields_of(cls, *kinds: str) -> list[str]:
         return [f.name for f in dataclasses.fields(cls) if f.metadata["kind"] in kinds]
+
+    @classmethod
+    def resumable(cls) -> list[str]:
+        """The fields a resume may set: where and how it runs, and `epochs` (only upwards)."""
+        return [f.name for f in dataclasses.fields(cls) if f.metadata["resume"] != FIXED]
 
 
 def field_types() -> dict[str, Any]:
@@ -162,6 +171,8 @@ def make_config(*layers: dict[str, Any]) -> TrainConfig:
     for layer in layers:
         merged.update({k: v for k, v in layer.items() if v is not None})
     check_types(merged)
+    if merged.get("schedule") in RENAMED:  # a config written before the rename
+        merged["schedule"] = RENAMED[merged["schedule"]]
     floats = [k for k, t in field_types().items() if t is float]
     merged.update({k: float(merged[k]) for k in floats if k in merged})
     return TrainConfig(**merged)

@@ -17,7 +17,7 @@ class Interrupted(FmnistError):
     exit_code = 130
 
     def __init__(self, epoch: int, step: int, run_dir: Path | None):
-        where = (f"; saved at step {step} of epoch {epoch}, resume with: fmnist train --resume {run_dir}"
+        where = (f"; saved at step {step} of epoch {epoch}, resume with: fmnist resume {run_dir}"
                  if run_dir is not None else "")
         super().__init__(f"interrupted during epoch {epoch}{where}")
         self.epoch, self.step = epoch, step

@@ -1,32 +1,34 @@
-"""The figures of a run and of a study, as PNG bytes written atomically."""
+"""The figures of a run and of a study, as PNG bytes written atomically.
+
+Each figure is a `matplotlib.figure.Figure` drawn to PNG by its own canvas: no pyplot, no global
+backend switched, nothing left open, so a notebook keeps its inline plots and a server or sweep
+worker can draw from any thread.
+"""
 
 from __future__ import annotations
 
 import io
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # no display needed; must precede pyplot
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from .data import CLASSES  # noqa: E402
-from .files import write_bytes  # noqa: E402
+from .data import CLASSES
+from .files import write_bytes
 
 
-def _save(fig, path: Path) -> None:
+def _save(fig: Figure, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
     write_bytes(path, buf.getvalue())
 
 
 def curves(history: list[dict], path: Path, title: str = "") -> None:
     """Accuracy and loss per epoch, train vs validation."""
     epochs = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8))
+    axes = fig.subplots(1, 2)
     for ax, key in zip(axes, ("accuracy", "loss")):
         ax.plot(epochs, [h[f"train_{key}"] for h in history], "o-", label="train")
         ax.plot(epochs, [h[f"val_{key}"] for h in history], "s-", label="validation")
@@ -41,7 +43,8 @@ def curves(history: list[dict], path: Path, title: str = "") -> None:
 def confusion(cm: list[list[int]], path: Path, title: str = "") -> None:
     """Confusion-matrix heat map (counts) with class names."""
     cm = np.asarray(cm)
-    fig, ax = plt.subplots(figsize=(7, 6))
+    fig = Figure(figsize=(7, 6))
+    ax = fig.subplots()
     im = ax.imshow(cm, cmap="Blues")
     ax.set_xticks(range(len(CLASSES)), CLASSES, rotation=45, ha="right")
     ax.set_yticks(range(len(CLASSES)), CLASSES)
@@ -59,7 +62,8 @@ def image_grid(images: torch.Tensor, captions: list[str], wrong: list[bool], pat
                title: str = "", cols: int = 5) -> None:
     """Images with captions; wrong predictions in red."""
     rows = max(1, (len(images) + cols - 1) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.5 * rows), squeeze=False)
+    fig = Figure(figsize=(2.2 * cols, 2.5 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, img, caption, bad in zip(axes.flat, images, captions, wrong):
@@ -87,7 +91,8 @@ def misclassified(images: torch.Tensor, labels: torch.Tensor, probs: torch.Tenso
 
 def compare_curves(histories: dict[str, list[dict]], path: Path) -> None:
     """Validation accuracy and loss of several models, overlaid."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8))
+    axes = fig.subplots(1, 2)
     for name, history in histories.items():
         epochs = [h["epoch"] for h in history]
         axes[0].plot(epochs, [h["val_accuracy"] for h in history], "o-", label=name)
@@ -102,7 +107,8 @@ def compare_curves(histories: dict[str, list[dict]], path: Path) -> None:
 
 def compare_f1(f1: dict[str, list[float]], path: Path) -> None:
     """Per-class F1 of several models, as grouped bars."""
-    fig, ax = plt.subplots(figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    ax = fig.subplots()
     width = 0.8 / max(1, len(f1))
     x = np.arange(len(CLASSES))
     for i, (name, values) in enumerate(f1.items()):

@@ -12,14 +12,17 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-SCHEDULES = ("constant", "onecycle", "cosine")
+SCHEDULES = ("constant", "linear", "cosine")
+# Names a saved config may still hold: "onecycle" was the linear schedule's first name (it is not
+# torch's OneCycleLR, which also ramps the momentum and decays to a floor above zero).
+RENAMED = {"onecycle": "linear"}
 OPTIMIZERS = ("adam", "adamw", "sgd")
 
 
 def lr_factor(schedule: str, total_steps: int | Sequence[int], warmup: float) -> Callable[[int], float]:
     """The multiplier at step t: a linear warm-up over a fraction `warmup` of the steps, then
-    constant, a linear decay to zero ("onecycle": one warm-up and one decay, a triangle, not
-    torch's OneCycleLR), or a cosine decay to zero.
+    constant, a linear decay to zero ("linear": with a warm-up, a triangle), or a cosine decay to
+    zero.
 
     `total_steps` may be a list of cycle lengths: a run made longer on resume runs the schedule
     anew over the added steps (warm-up, then decay), rather than stretching the old one."""
@@ -32,7 +35,7 @@ def lr_factor(schedule: str, total_steps: int | Sequence[int], warmup: float) ->
         if schedule == "constant":
             return 1.0
         progress = min(1.0, (step - warm) / max(1, total - warm))
-        if schedule == "onecycle":
+        if schedule == "linear":
             return 1.0 - progress
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 

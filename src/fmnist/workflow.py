@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from . import plots
-from .config import HYPER, RECORD, RUN, TrainConfig, make_config
+from .config import HYPER, RECORD, TrainConfig, make_config
 from .data import CLASSES, FashionMNIST, stratified_split
 from .device import resolve_device
 from .diagnostics import check_identical, check_run
@@ -31,7 +31,8 @@ from .models import count_params, create_model
 from .predictors import Predictor, load_predictor
 from .report import write_run_report, write_study_report
 from .runs import load_data, load_run_model
-from .train import DivergedError, build_model, check_trainable, fit, trainable_problems
+from .train import DivergedError, fit
+from .trainer import build_model, check_trainable, trainable_problems
 
 
 def split(data: FashionMNIST, cfg: TrainConfig, device: torch.device):
@@ -80,7 +81,7 @@ def resumed_config(saved: TrainConfig, overrides: dict) -> TrainConfig:
     it runs, and a longer `epochs`). A longer run gets a new schedule cycle over the added epochs,
     recorded in `schedule_restarts`, instead of a stretched schedule whose rate would jump back up."""
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    fixed = set(overrides) - set(TrainConfig.fields_of(RUN)) - {"epochs"}
+    fixed = set(overrides) - set(TrainConfig.resumable())
     if fixed:
         raise UsageError(f"cannot change {', '.join(sorted(fixed))} when resuming; start a new run instead")
     cfg = dataclasses.replace(saved, **overrides)
