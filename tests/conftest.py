@@ -140,3 +140,37 @@ def start_server(*args, cwd=None, seconds: float = 90):
         time.sleep(0.2)
     proc.kill()
     raise AssertionError("fmnist serve never became ready")
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A throw-away PostgreSQL cluster from Debian's package, on a free port of 127.0.0.1, removed
+    afterwards. PostgreSQL refuses to run as root, so as root it runs as `nobody`. Fails, not
+    skips, without the package: .ci/run installs it."""
+    import glob
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(p.split("/")[4]))
+    assert bins, "PostgreSQL is not installed: apt-get install postgresql (.ci/run does)"
+    bindir = os.path.dirname(bins[-1])
+    root = tempfile.mkdtemp(prefix="fmnist-pg-")  # under /tmp, reachable by `nobody`
+    as_user = []
+    if os.geteuid() == 0:
+        shutil.chown(root, "nobody")
+        os.chmod(root, 0o700)
+        as_user = ["runuser", "-u", "nobody", "--"]
+    data, port = os.path.join(root, "data"), free_port()
+    env = {**os.environ, "LC_ALL": "C"}
+    subprocess.run([*as_user, f"{bindir}/initdb", "-D", data, "-A", "trust", "-U", "fmnist", "--no-sync",
+                    "-E", "UTF8", "--locale=C"],  # UTF-8: under SQL_ASCII the driver returns bytes
+                   check=True, capture_output=True, env=env)
+    subprocess.run([*as_user, f"{bindir}/pg_ctl", "-D", data, "-l", os.path.join(root, "log"), "-w", "-t", "60",
+                    "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -F", "start"],
+                   check=True, capture_output=True, env=env)
+    try:
+        yield f"postgresql://fmnist@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)

@@ -17,7 +17,8 @@ from fmnist.export import export_run, sha256_of
 from fmnist.infer import predict_logits
 from fmnist.models import create_model, list_models
 from fmnist.models.whiten import check_whitenable, whiten_first_conv
-from fmnist.onnx_runtime import cores, session_options
+from fmnist.device import cores
+from fmnist.onnx_runtime import session_options
 from fmnist.runs import load_run_model
 
 from conftest import cli, train_args, write_dataset

@@ -78,6 +78,8 @@ class TrainConfig:
     compile: bool = hyper(False, "torch.compile the training steps (timed apart; needs a C++ "
                                  "compiler on CPU, else trains uncompiled with a warning)")
     target_accuracy: float = hyper(0.0, "stop once validation accuracy reaches this, e.g. 0.93 (0: off)")
+    sync_batchnorm: bool = hyper(False, "with several processes on GPUs: BatchNorm statistics over the whole "
+                                        "batch, not each process's share (CUDA only)")
     device: str = run("auto", "auto (CUDA if present, else CPU), cpu, cuda, cuda:N or mps")
     data_dir: str = run("", "folder with the four Fashion-MNIST files (empty: discover)")
     verify: bool = run(True, "check the SHA-256 of the data files")

@@ -124,7 +124,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 WRITTEN_NAMES = frozenset({
     "config.json", "history.csv", "best.pt", "last.pt", "metrics.json", "diverged.json",
     "curves.png", "confusion.png", "samples.png", "misclassified.png", "report.html", "report.md",
-    "summary.json", "val_curves.png", "f1.png", "model.onnx", "model.onnx.json",
+    "summary.json", "val_curves.png", "f1.png", "model.onnx", "model.onnx.json", "pruned.json", "failed.json",
 })
 
 

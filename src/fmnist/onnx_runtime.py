@@ -8,24 +8,16 @@ PyTorch), and the graph optimised when the session is made, never per call.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .device import cores
 from .errors import FmnistError
 
 INPUT, OUTPUT = "images", "logits"
 META_PREFIX = "fmnist."
-
-
-def cores() -> int:
-    """The cores this process may run on (its affinity), not all the machine has."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def session_options(threads: int | None = None):

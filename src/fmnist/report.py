@@ -29,14 +29,14 @@ def _img(path: Path) -> str:
     return f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}">'
 
 
-def _table(header: list[str], rows: list[list]) -> str:
+def html_table(header: list[str], rows: list[list]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
                    for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _md_table(header: list[str], rows: list[list]) -> str:
+def md_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -48,7 +48,7 @@ def _flags_html(flags: list[str]) -> str:
     return "<ul>" + "".join(f'<li class="flag">{html.escape(f)}</li>' for f in flags) + "</ul>"
 
 
-def _page(title: str, body: str) -> str:
+def html_page(title: str, body: str) -> str:
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>\n")
 
@@ -71,7 +71,7 @@ def _target_rows(target: dict | None) -> list[list[str]]:
 
 
 def write_run_report(run_dir: Path, config: dict, metrics: dict, flags: list[str]) -> None:
-    summary = _table(["metric", "value"], [
+    summary = html_table(["metric", "value"], [
         ["model", config["model"]],
         ["test accuracy", f"{metrics['test_accuracy']:.4f}"],
         ["test loss", f"{metrics['test_loss']:.4f}"],
@@ -80,13 +80,13 @@ def write_run_report(run_dir: Path, config: dict, metrics: dict, flags: list[str
         ["recipe", config.get("recipe") or "none"],
         ["training seconds", f"{metrics.get('train_seconds', 0):.1f}"],
     ] + _target_rows(metrics.get("target")))
-    confused = _table(["true", "predicted", "count"],
+    confused = html_table(["true", "predicted", "count"],
                       [[p["true"], p["predicted"], p["count"]] for p in metrics["most_confused"]])
     body = (f"<h2>Summary</h2>{summary}<h2>Diagnostics</h2>{_flags_html(flags)}"
-            f"<h2>Per class (test)</h2>{_table(['class', 'precision', 'recall', 'F1', 'support'], per_class_rows(metrics))}"
+            f"<h2>Per class (test)</h2>{html_table(['class', 'precision', 'recall', 'F1', 'support'], per_class_rows(metrics))}"
             f"<h2>Most confused pairs</h2>{confused}")
     body += "".join(f"<h2>{title}</h2>{_img(run_dir / name)}" for name, title in RUN_FIGURES)
-    write_text(run_dir / "report.html", _page(f"fmnist run: {config['model']}", body))
+    write_text(run_dir / "report.html", html_page(f"fmnist run: {config['model']}", body))
 
 
 COMPARE_HEADER = ["model", "params", "epochs", "batch", "train acc", "val acc", "test acc",
@@ -107,20 +107,20 @@ def write_study_report(out: Path, models: list[dict], metrics: dict[str, dict], 
                for c in CLASSES]
     md = ["# fmnist study", "", "Test figures are from each model's best checkpoint, chosen on the "
           "validation split; the test set is used only for this final evaluation.", "",
-          "## Comparison", "", _md_table(COMPARE_HEADER, rows), "", "## Diagnostics", ""]
+          "## Comparison", "", md_table(COMPARE_HEADER, rows), "", "## Diagnostics", ""]
     md += [f"- {f}" for f in flags] or ["No problems found."]
     md += ["", "## Validation curves", "", "![validation curves](val_curves.png)", "",
-           "## Per-class F1 (test)", "", "![per-class F1](f1.png)", "", _md_table(f1_header, f1_rows), "",
+           "## Per-class F1 (test)", "", "![per-class F1](f1.png)", "", md_table(f1_header, f1_rows), "",
            "## Confusion matrices", ""]
     md += [f"### {m['name']}\n\n![{m['name']} confusion]({Path(m['run_dir']).name}/confusion.png)\n"
            for m in models]
     write_text(out / "report.md", "\n".join(md) + "\n")
 
     body = (f"<p>Test figures are from each model's best checkpoint, chosen on the validation split.</p>"
-            f"<h2>Comparison</h2>{_table(COMPARE_HEADER, rows)}<h2>Diagnostics</h2>{_flags_html(flags)}"
+            f"<h2>Comparison</h2>{html_table(COMPARE_HEADER, rows)}<h2>Diagnostics</h2>{_flags_html(flags)}"
             f"<h2>Validation curves</h2>{_img(out / 'val_curves.png')}"
-            f"<h2>Per-class F1 (test)</h2>{_img(out / 'f1.png')}{_table(f1_header, f1_rows)}"
+            f"<h2>Per-class F1 (test)</h2>{_img(out / 'f1.png')}{html_table(f1_header, f1_rows)}"
             "<h2>Confusion matrices</h2>")
     body += "".join(f"<h3>{html.escape(m['name'])}</h3>{_img(Path(m['run_dir']) / 'confusion.png')}"
                     for m in models)
-    write_text(out / "report.html", _page("fmnist study", body))
+    write_text(out / "report.html", html_page("fmnist study", body))

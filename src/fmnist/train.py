@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from .augment import augment, parse_augment
 from .config import TrainConfig
+from .distributed import Dist
 from .errors import FmnistError
 from .infer import layout, loss_accuracy, predict_logits
 from .interrupt import Interrupted
@@ -56,14 +57,20 @@ def epoch_data(images: torch.Tensor, cfg: TrainConfig, generator: torch.Generato
     return order, images
 
 
-def train_step(trainer: Trainer, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step on a batch (schedule and weight average included); returns the batch's
-    mean loss and its logits, detached."""
+def train_step(trainer: Trainer, x: torch.Tensor, y: torch.Tensor, batch: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on a batch (schedule and weight average included); returns the mean
+    loss of `x` and its logits, detached. With several processes `x` is this process's share of a
+    batch of `batch` images: its loss is scaled so that DDP's average of the gradients is the
+    gradient of the whole batch's mean loss, as one process would compute it."""
     with trainer.autocast(x.device):
         logits = trainer.step_module(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=trainer.label_smoothing)
+        if trainer.dist.active:
+            total = F.cross_entropy(logits.float(), y, label_smoothing=trainer.label_smoothing, reduction="sum")
+            loss, objective = total / len(y), total * (trainer.dist.world / batch)
+        else:
+            loss = objective = F.cross_entropy(logits.float(), y, label_smoothing=trainer.label_smoothing)
     trainer.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    objective.backward()
     trainer.optimizer.step()
     if trainer.scheduler is not None:
         trainer.scheduler.step()
@@ -78,24 +85,34 @@ def train_epoch(trainer: Trainer, images: torch.Tensor, labels: torch.Tensor, or
     """Steps over `images` in `order` from `progress.step` on (a stopped epoch goes on where it
     stopped). Returns the progress, whose step is short of the end when a stop was asked for.
     Every CHECK_EVERY steps the losses are checked (DivergedError names `epoch` and the step) and
-    `report(step, steps, loss_sum, correct, seen)` is called, if given."""
-    model = trainer.model
+    `report(step, steps, loss_sum, correct, seen)` is called, if given. With several processes each
+    takes its share of every batch, all stop at the same step, and the returned figures are the
+    sums over all of them."""
+    model, dist = trainer.model, trainer.dist
     model.train()
     progress = progress or EpochProgress()
     n = len(images)
     steps = steps_per_epoch(n, batch_size)
-    losses = torch.zeros(steps, device=images.device)
-    if progress.losses is not None:
-        losses[:progress.step] = progress.losses[:progress.step].to(images.device)
+    losses = torch.zeros(steps, device=images.device)  # this process's loss sums, step by step
     correct = torch.zeros((), dtype=torch.long, device=images.device)
     checked = progress.step
+
+    def so_far(step: int) -> EpochProgress:
+        """The epoch's figures up to `step`, over every process (a resumed epoch's earlier steps
+        are in `progress` already)."""
+        total, right = dist.all_reduce_sum(losses.clone()), dist.all_reduce_sum(correct.clone())
+        if progress.losses is not None:
+            total[:progress.step] = progress.losses[:progress.step].to(images.device)
+        return EpochProgress(step, total.cpu(), progress.correct + int(right))
+
     for step in range(progress.step, steps):
-        if trainer.stop.set:
-            return EpochProgress(step, losses.cpu(), progress.correct + int(correct))
+        if dist.any(trainer.stop.set, images.device):
+            return so_far(step)
         idx = order[step * batch_size:(step + 1) * batch_size]
-        y = labels[idx]
-        loss, logits = train_step(trainer, layout(model, images[idx]), y)
-        losses[step] = loss * len(idx)
+        mine = dist.shard(idx)
+        y = labels[mine]
+        loss, logits = train_step(trainer, layout(model, images[mine]), y, len(idx))
+        losses[step] = loss * len(mine)
         correct += (logits.argmax(1) == y).sum()
         if (step + 1) % CHECK_EVERY == 0 or step + 1 == steps:
             window = losses[checked:step + 1]
@@ -105,12 +122,22 @@ def train_epoch(trainer: Trainer, images: torch.Tensor, labels: torch.Tensor, or
             checked = step + 1
             if report is not None:
                 report(step + 1, steps, losses[:step + 1].sum().item(), progress.correct + correct.item(),
-                       min(n, (step + 1) * batch_size))
-    return EpochProgress(steps, losses.cpu(), progress.correct + int(correct))
+                       min(n, (step + 1) * batch_size) // dist.world)
+    return so_far(steps)
 
 
 def validate(trainer: Trainer, images: torch.Tensor, labels: torch.Tensor, tta: bool) -> tuple[float, float]:
-    return loss_accuracy(predict_logits(trainer.eval_module, images, tta=tta), labels.cpu())
+    """Validation loss and accuracy of the weights that are checkpointed; with several processes
+    each scores its share of the images and the sums are added up, so every image counts once."""
+    dist = trainer.dist
+    if not dist.active:
+        return loss_accuracy(predict_logits(trainer.eval_module, images, tta=tta), labels.cpu())
+    mine = dist.shard(torch.arange(len(images), device=images.device))
+    logits, y = predict_logits(trainer.eval_module, images[mine], tta=tta), labels[mine].cpu()
+    sums = torch.tensor([F.cross_entropy(logits, y, reduction="sum").item(), (logits.argmax(1) == y).sum().item(),
+                         len(y)], dtype=torch.float64, device=images.device)
+    loss_sum, right, count = dist.all_reduce_sum(sums).tolist()
+    return loss_sum / count, right / count
 
 
 def run_epoch(trainer: Trainer, train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
@@ -123,7 +150,7 @@ def run_epoch(trainer: Trainer, train: tuple[torch.Tensor, torch.Tensor], val: t
     start = time.perf_counter()
     order, epoch_images = epoch_data(images, cfg, run.generator)
     with tqdm(total=steps, initial=run.progress.step if run.progress else 0, unit="step", leave=False,
-              desc=f"{cfg.model} epoch {epoch}/{cfg.epochs}", disable=not bars(cfg.quiet)) as bar:
+              desc=f"{cfg.model} epoch {epoch}/{cfg.epochs}", disable=not bars(cfg.quiet) or not trainer.dist.is_main) as bar:
         def report(done, total, loss_sum, correct, seen):
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", refresh=False)
             bar.update(done - bar.n)
@@ -133,6 +160,8 @@ def run_epoch(trainer: Trainer, train: tuple[torch.Tensor, torch.Tensor], val: t
     seconds = time.perf_counter() - start
     if run.progress.step < steps:
         return None
+    for module in {id(m): m for m in (trainer.model, trainer.eval_module)}.values():
+        trainer.dist.average_buffers(module)  # BatchNorm's running statistics: the mean over processes
     val_loss, val_acc = validate(trainer, *val, cfg.tta)
     run.elapsed += time.perf_counter() - start
     n = len(images)
@@ -145,8 +174,8 @@ def target_reached(history: list[dict], cfg: TrainConfig) -> bool:
     return bool(history and cfg.target_accuracy and history[-1]["val_accuracy"] >= cfg.target_accuracy)
 
 
-def print_epoch(row: dict, cfg: TrainConfig) -> None:
-    if not cfg.quiet:
+def print_epoch(row: dict, cfg: TrainConfig, dist: Dist) -> None:
+    if not cfg.quiet and dist.is_main:
         tqdm.write(f"{cfg.model} epoch {row['epoch']}/{cfg.epochs}: loss {row['train_loss']:.4f} "
                    f"acc {row['train_accuracy']:.4f} | val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f} "
                    f"| {row['seconds']:.1f}s")
@@ -154,22 +183,25 @@ def print_epoch(row: dict, cfg: TrainConfig) -> None:
 
 def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
         cfg: TrainConfig, run_dir: Path | None = None, resume: dict[str, Any] | None = None,
-        on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
+        on_epoch: Callable[[dict], None] | None = None, dist: Dist | None = None) -> list[dict]:
     """Train `model` (already on its device) and return the history, one dict per epoch.
 
     With `run_dir`, writes history.csv, last.pt every epoch and best.pt when validation accuracy
     improves; on Ctrl-C or SIGTERM, last.pt at the step reached. With `resume` (a checkpoint
     dict), continues from where it stopped. Stops early once validation accuracy reaches
-    `cfg.target_accuracy` (when set). `on_epoch(row)` runs after each epoch is saved.
+    `cfg.target_accuracy` (when set). `on_epoch(row)` runs after each epoch is saved. With `dist`
+    (several processes, from torchrun), each trains its share of every batch and only the first
+    writes files.
     """
+    dist = dist or Dist()
     images, labels = train
-    check_trainable(model, cfg, len(images))
-    if resume is None:  # dropout and anything else drawn from torch's global generator
-        torch.manual_seed(cfg.seed)
+    check_trainable(model, cfg, len(images), dist.world)
+    if resume is None:  # dropout and anything else drawn from torch's global generator (its own per process)
+        torch.manual_seed(cfg.seed + dist.rank)
     start = time.perf_counter()
     prepare_stem(model, images, cfg, resumed=resume is not None)
     setup_seconds = time.perf_counter() - start  # the whitening counts as training time
-    trainer = make_trainer(model, cfg, steps_per_epoch(len(images), cfg.batch_size))
+    trainer = make_trainer(model, cfg, steps_per_epoch(len(images), cfg.batch_size), dist)
     run = RunState.restore(resume, trainer) if resume is not None else RunState.start(cfg.seed)
     if not run.history:
         run.elapsed = setup_seconds
@@ -179,12 +211,12 @@ def fit(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], val: tuple[t
         while run.next_epoch <= cfg.epochs and not target_reached(run.history, cfg):
             row = run_epoch(trainer, train, val, cfg, run)
             if row is None:  # stopped by a signal part-way: save that step, then say so
-                if run_dir is not None:
+                if run_dir is not None and dist.is_main:
                     save_run(run_dir, trainer, cfg, run)
-                raise Interrupted(run.next_epoch, run.progress.step, run_dir)
+                raise Interrupted(run.next_epoch, run.progress.step, run_dir if dist.is_main else None)
             improved = run.record(row)
-            print_epoch(row, cfg)
-            if run_dir is not None:
+            print_epoch(row, cfg, dist)
+            if run_dir is not None and dist.is_main:
                 save_run(run_dir, trainer, cfg, run, improved)
             if on_epoch is not None:
                 on_epoch(row)

@@ -19,6 +19,7 @@ from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from .config import TrainConfig
+from .distributed import Dist
 from .errors import UsageError
 from .infer import layout, prepare
 from .interrupt import StopFlag
@@ -40,6 +41,7 @@ class Trainer:
     stop: StopFlag = dataclasses.field(default_factory=StopFlag)
     compiled: Callable[[torch.Tensor], torch.Tensor] | None = None  # torch.compile of `model`, if asked for
     stepped: nn.Module | None = None  # what the steps run through instead of `model` (a DDP wrapper)
+    dist: Dist = dataclasses.field(default_factory=Dist)  # the processes training together (one, alone)
 
     @property
     def step_module(self) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -70,28 +72,51 @@ def ema_update(decay: float):
     return update
 
 
-def make_trainer(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int) -> Trainer:
+def make_trainer(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int, dist: Dist | None = None) -> Trainer:
+    """The optimizer, schedule and weight average of `model`; with several processes, the steps run
+    through DistributedDataParallel, which averages the gradients (BatchNorm: each process uses the
+    statistics of its own share of a batch, or of the whole batch with `cfg.sync_batchnorm` on GPUs;
+    the running statistics are averaged over processes at the end of every epoch)."""
+    dist = dist or Dist()
     optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
     cycles = cycle_steps(cfg.epochs, cfg.schedule_restarts, steps_per_epoch)
     scheduler = (make_scheduler(optimizer, cfg.schedule, cycles, cfg.warmup)
                  if cfg.schedule != "constant" or cfg.warmup else None)
     ema = AveragedModel(model, multi_avg_fn=ema_update(cfg.ema), use_buffers=True) if cfg.ema else None
-    return Trainer(model, optimizer, scheduler, ema, cfg.label_smoothing, cfg.mixed_precision, StopFlag())
+    stepped = None
+    if dist.active:
+        device = next(model.parameters()).device
+        stepped = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+    return Trainer(model, optimizer, scheduler, ema, cfg.label_smoothing, cfg.mixed_precision, StopFlag(),
+                   stepped=stepped, dist=dist)
 
 
-def build_model(cfg: TrainConfig, device: torch.device | str = "cpu") -> nn.Module:
+def build_model(cfg: TrainConfig, device: torch.device | str = "cpu", dist: Dist | None = None) -> nn.Module:
     """The model `cfg` names, initialised from `cfg.seed`, on `device` in the memory layout it
-    trains in: with `fit`, the same config gives the same weights from the CLI and from Python."""
+    trains in: with `fit`, the same config gives the same weights from the CLI and from Python.
+    With `cfg.sync_batchnorm` in a distributed run, its BatchNorm layers become SyncBatchNorm."""
     torch.manual_seed(cfg.seed)
-    return prepare(create_model(cfg.model), torch.device(device))
+    model = create_model(cfg.model)
+    if cfg.sync_batchnorm and dist is not None and dist.active:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return prepare(model, torch.device(device))
 
 
-def trainable_problems(model: nn.Module, cfg: TrainConfig, n_train: int) -> list[str]:
-    """What can be known to fail before any training: a batch larger than the data, a stem that
-    cannot be whitened."""
+def trainable_problems(model: nn.Module, cfg: TrainConfig, n_train: int, world: int = 1) -> list[str]:
+    """What can be known to fail before any training: a batch larger than the data, a batch too
+    small to give each of `world` processes an image, a stem that cannot be whitened, SyncBatchNorm
+    without CUDA."""
     problems = []
     if cfg.batch_size > n_train:
         problems.append(f"batch size {cfg.batch_size} is larger than the {n_train} training images")
+    last = n_train % cfg.batch_size or cfg.batch_size
+    if world > 1 and min(cfg.batch_size, last) < world:
+        problems.append(f"{world} processes need at least {world} images in every batch (batch size "
+                        f"{cfg.batch_size}, last batch {last}): change --batch-size")
+    if cfg.sync_batchnorm and next(model.parameters()).device.type != "cuda":
+        problems.append("--sync-batchnorm needs CUDA (NCCL); on CPUs each process normalises with the "
+                        "statistics of its own share of a batch")
     if cfg.whiten:
         try:
             check_whitenable(model)
@@ -100,8 +125,8 @@ def trainable_problems(model: nn.Module, cfg: TrainConfig, n_train: int) -> list
     return problems
 
 
-def check_trainable(model: nn.Module, cfg: TrainConfig, n_train: int) -> None:
-    problems = trainable_problems(model, cfg, n_train)
+def check_trainable(model: nn.Module, cfg: TrainConfig, n_train: int, world: int = 1) -> None:
+    problems = trainable_problems(model, cfg, n_train, world)
     if problems:
         raise UsageError("; ".join(problems))
 

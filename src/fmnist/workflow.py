@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import torch
+from torch import nn
 
 from . import plots
 from .config import HYPER, RECORD, TrainConfig, make_config
 from .data import CLASSES, FashionMNIST, stratified_split
 from .device import resolve_device
 from .diagnostics import check_identical, check_run
+from .distributed import Dist
 from .errors import FmnistError, UsageError
 from .evaluate import metrics_from_logits
 from .files import (
@@ -26,7 +29,7 @@ from .files import (
     write_json,
 )
 from .images import load_image
-from .infer import predict_logits, prepare
+from .infer import predict_logits
 from .models import count_params, create_model
 from .predictors import Predictor, load_predictor
 from .report import write_run_report, write_study_report
@@ -43,37 +46,67 @@ def split(data: FashionMNIST, cfg: TrainConfig, device: torch.device):
             (x[val_idx].to(device), y[val_idx].to(device)))
 
 
-def train_run(cfg: TrainConfig, out: Path, overwrite: bool = False,
-              data: FashionMNIST | None = None) -> dict:
-    """Train one model into the run folder `out`, then evaluate it; returns its metrics.
+class RunStart(NamedTuple):
+    """A run that passed every check and has its folder: what training needs next."""
 
-    Everything that can be known to fail (model name, device, output folder, data, batch size,
-    whitening) is checked before the folder is made, so a run that cannot start leaves nothing."""
+    model: nn.Module
+    train: tuple[torch.Tensor, torch.Tensor]
+    val: tuple[torch.Tensor, torch.Tensor]
+    run_dir: Path
+    data: FashionMNIST
+    dist: Dist = Dist()
+
+
+def start_run(cfg: TrainConfig, out: Path, overwrite: bool = False, data: FashionMNIST | None = None,
+              dist: Dist | None = None) -> RunStart:
+    """Check everything that can be known to fail (model name, device, output folder, data, batch
+    size, whitening), then make the run folder and its config.json: a run that cannot start
+    leaves nothing. With several processes every one checks, and the first writes."""
+    dist = dist or Dist()
     device = resolve_device(cfg.device)
-    model = build_model(cfg, device)
+    model = build_model(cfg, device, dist)
     check_out_dir(out, overwrite)
     data = data or load_data(cfg)
     train, val = split(data, cfg, device)
-    check_trainable(model, cfg, len(train[0]))
-    run_dir = prepare_out_dir(out, overwrite)
-    write_json(run_dir / "config.json", dataclasses.asdict(cfg))
-    return fit_then_evaluate(model, train, val, cfg, run_dir, data)
+    check_trainable(model, cfg, len(train[0]), dist.world)
+    dist.barrier()  # every process has checked the folder before the first one writes in it
+    if dist.is_main:
+        prepare_out_dir(out, overwrite)
+        write_json(Path(out) / "config.json", dataclasses.asdict(cfg))
+    return RunStart(model, train, val, Path(out), data, dist)
 
 
-def fit_then_evaluate(model, train, val, cfg: TrainConfig, run_dir: Path, data: FashionMNIST,
-                      resume: dict | None = None) -> dict:
-    """Train, then evaluate best.pt. A diverged run is marked in diverged.json, its last good
-    checkpoint is still evaluated (so the report says what happened), and the error is re-raised."""
-    marker = run_dir / "diverged.json"
-    marker.unlink(missing_ok=True)  # a marker from an earlier attempt no longer applies
+def fit_run(start: RunStart, cfg: TrainConfig, resume: dict | None = None,
+            on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
+    """Train a started run; a run that diverges is marked in diverged.json and the error re-raised."""
+    marker = start.run_dir / "diverged.json"
+    if start.dist.is_main:
+        marker.unlink(missing_ok=True)  # a marker from an earlier attempt no longer applies
     try:
-        fit(model, train, val, cfg, run_dir, resume=resume)
+        return fit(start.model, start.train, start.val, cfg, start.run_dir, resume, on_epoch, start.dist)
     except DivergedError as e:
-        write_json(marker, {"epoch": e.epoch, "step": e.step})
-        if (run_dir / "best.pt").is_file():
-            evaluate_run(run_dir, data)
+        if start.dist.is_main:
+            write_json(marker, {"epoch": e.epoch, "step": e.step})
         raise
-    return evaluate_run(run_dir, data)
+
+
+def train_run(cfg: TrainConfig, out: Path, overwrite: bool = False,
+              data: FashionMNIST | None = None, dist: Dist | None = None) -> dict:
+    """Train one model into the run folder `out`, then evaluate it; returns its metrics (in the
+    first process; the others return {})."""
+    return fit_then_evaluate(start_run(cfg, out, overwrite, data, dist), cfg)
+
+
+def fit_then_evaluate(start: RunStart, cfg: TrainConfig, resume: dict | None = None) -> dict:
+    """Train, then evaluate best.pt (the first process alone). A diverged run's last good
+    checkpoint is still evaluated (so the report says what happened), and the error is re-raised."""
+    try:
+        fit_run(start, cfg, resume)
+    except DivergedError:
+        if start.dist.is_main and (start.run_dir / "best.pt").is_file():
+            evaluate_run(start.run_dir, start.data)
+        raise
+    return evaluate_run(start.run_dir, start.data) if start.dist.is_main else {}
 
 
 def resumed_config(saved: TrainConfig, overrides: dict) -> TrainConfig:
@@ -105,7 +138,7 @@ def check_checkpoint_matches(state: dict, saved: TrainConfig, path: Path) -> Non
                           f"says {getattr(saved, k)!r}: it is not this run's checkpoint")
 
 
-def resume_run(run_dir: Path, overrides: dict | None = None) -> dict:
+def resume_run(run_dir: Path, overrides: dict | None = None, dist: Dist | None = None) -> dict:
     """Continue a run from its last.pt (after Ctrl-C, SIGTERM or a crash), then evaluate it.
 
     With the same seed on the same machine the result equals an uninterrupted run.
@@ -118,13 +151,16 @@ def resume_run(run_dir: Path, overrides: dict | None = None) -> dict:
     cfg = resumed_config(saved, overrides or {})
     state = load_checkpoint(run_dir / "last.pt")
     check_checkpoint_matches(state, saved, run_dir / "last.pt")
+    dist = dist or Dist()
     device = resolve_device(cfg.device)
     data = load_data(cfg)
     train, val = split(data, cfg, device)
-    model = prepare(create_model(cfg.model), device)
-    check_trainable(model, cfg, len(train[0]))
-    write_json(run_dir / "config.json", dataclasses.asdict(cfg))
-    return fit_then_evaluate(model, train, val, cfg, run_dir, data, resume=state)
+    model = build_model(cfg, device, dist)  # its weights come from the checkpoint
+    check_trainable(model, cfg, len(train[0]), dist.world)
+    dist.barrier()
+    if dist.is_main:
+        write_json(run_dir / "config.json", dataclasses.asdict(cfg))
+    return fit_then_evaluate(RunStart(model, train, val, run_dir, data, dist), cfg, resume=state)
 
 
 def evaluate_run(run_dir: Path, data: FashionMNIST | None = None) -> dict:
