@@ -302,7 +302,8 @@ def sweep_modules():
     try:
         import optuna  # noqa: F401
     except ImportError:
-        raise FmnistError("fmnist sweep needs the sweep extra (optuna is missing): pip install 'fmnist[sweep]'") from None
+        raise FmnistError("fmnist sweep needs the sweep extra (optuna is missing): "
+                          "pip install 'fmnist[sweep]'") from None
     from .sweep import report, space, study, worker
     return space, study, worker, report
 
@@ -324,11 +325,13 @@ def cmd_sweep_run(args) -> int:
     space.config({}, **where)  # the fixed values and where it runs, checked once more as a whole
     resolve_device(args.device or "auto")
     study = study_mod.open_sweep(args.name, folder, args.storage, space, args.sampler, args.pruner, args.seed)
-    sweep = worker.Sweep(study, space, folder, args.trials, args.storage, args.heartbeat, where, args.quiet)
+    sweep = worker.Sweep(study, space, folder, args.trials, args.storage, args.heartbeat, where, args.quiet,
+                         study_mod.sampler_for(args.sampler, args.seed, space))
     ran = worker.run_worker(sweep)
     best = study.best_trial if any(t.value is not None for t in study.get_trials(deepcopy=False)) else None
     print(f"sweep {args.name}: this worker ran {ran} trial(s); "
-          + (f"best so far trial {best.number}, validation accuracy {best.value:.4f}" if best else "no complete trial yet")
+          + (f"best so far trial {best.number}, validation accuracy {best.value:.4f}" if best
+             else "no complete trial yet")
           + f" (fmnist sweep status {args.name})")
     return 0
 
@@ -360,7 +363,8 @@ def add_sweep_parsers(sub) -> None:
     actions = p.add_subparsers(dest="action", required=True, parser_class=Parser)
     for name, func, text in (("run", cmd_sweep_run, "create or continue a sweep and run trials in this worker"),
                              ("status", cmd_sweep_status, "print the sweep's trials, best first"),
-                             ("report", cmd_sweep_report, "write the sweep's report, with the best trial's test accuracy")):
+                             ("report", cmd_sweep_report,
+                              "write the sweep's report, with the best trial's test accuracy")):
         q = actions.add_parser(name, help=text)
         q.add_argument("name", help="the sweep's name (its folder is DIR/NAME)")
         q.add_argument("--dir", default="sweeps", help="the folder of sweeps (default sweeps)")
@@ -372,12 +376,14 @@ def add_sweep_parsers(sub) -> None:
             continue
         q.add_argument("--space", required=True, metavar="FILE.toml|NAME",
                        help="search space: a TOML file or a shipped space (fast, shallow, best)")
-        q.add_argument("--trials", type=int, default=20, help="trials in the whole study, all workers together (default 20)")
+        q.add_argument("--trials", type=int, default=20,
+                       help="trials in the whole study, all workers together (default 20)")
         q.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="default tpe")
         q.add_argument("--pruner", choices=PRUNERS, default="median", help="default median")
         q.add_argument("--seed", type=int, default=0, help="the sampler's seed (default 0)")
         q.add_argument("--heartbeat", type=float, default=10.0,
-                       help="seconds between a running trial's heartbeats; a trial silent for four is retried (default 10)")
+                       help="seconds between a running trial's heartbeats; a trial silent for four is "
+                            "retried (default 10)")
         q.add_argument("--device", help="auto, cpu, cuda, cuda:N, mps (default auto)")
         add_data_flags(q)
         q.add_argument("--quiet", action="store_true", help="no line per trial")

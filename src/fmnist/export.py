@@ -57,7 +57,8 @@ def sidecar_path(onnx_path: Path) -> Path:
 @contextlib.contextmanager
 def _quiet_exporter():
     """The exporter logs its progress and version warnings; the export's own checks report instead."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "torch.__trace", "onnxscript")]
+    names = ("torch.onnx", "torch.export", "torch._dynamo", "torch.__trace", "onnxscript")
+    loggers = [logging.getLogger(n) for n in names]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)

@@ -149,8 +149,9 @@ def run_epoch(trainer: Trainer, train: tuple[torch.Tensor, torch.Tensor], val: t
     run.begin_epoch()
     start = time.perf_counter()
     order, epoch_images = epoch_data(images, cfg, run.generator)
+    show = bars(cfg.quiet) and trainer.dist.is_main
     with tqdm(total=steps, initial=run.progress.step if run.progress else 0, unit="step", leave=False,
-              desc=f"{cfg.model} epoch {epoch}/{cfg.epochs}", disable=not bars(cfg.quiet) or not trainer.dist.is_main) as bar:
+              desc=f"{cfg.model} epoch {epoch}/{cfg.epochs}", disable=not show) as bar:
         def report(done, total, loss_sum, correct, seen):
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", refresh=False)
             bar.update(done - bar.n)

@@ -80,11 +80,11 @@ class Models:
             self.failure = str(e)
 
     def get(self, name: str) -> Predictor:
-        if name not in self.loaded:
-            if not self.ready.is_set() and name not in self.loaded:
-                raise HTTPException(503, "models are still loading" if self.failure is None else self.failure)
-            raise HTTPException(404, f"no model named {name!r}; served: {', '.join(self.loaded)}")
-        return self.loaded[name]
+        if name in self.loaded:
+            return self.loaded[name]
+        if not self.ready.is_set():  # it may be one still to load
+            raise HTTPException(503, "models are still loading" if self.failure is None else self.failure)
+        raise HTTPException(404, f"no model named {name!r}; served: {', '.join(self.loaded)}")
 
     def all(self) -> dict[str, Predictor]:
         if not self.ready.is_set():
@@ -173,7 +173,8 @@ def create_app(models: list, settings: Settings | None = None) -> FastAPI:
         try:
             form = await request.form(max_files=settings.max_images + 1, max_fields=8)
         except (StarletteHTTPException, AssertionError) as e:  # not multipart, or a malformed body
-            raise HTTPException(400, f"send the images as multipart/form-data 'file' fields ({getattr(e, 'detail', e)})")
+            raise HTTPException(400, "send the images as multipart/form-data 'file' fields "
+                                     f"({getattr(e, 'detail', e)})") from None
         files = [f for f in form.getlist("file") if isinstance(f, UploadFile)]
         if not files:
             raise HTTPException(400, "no image: send one or more files as multipart fields named 'file'")
@@ -187,7 +188,8 @@ def create_app(models: list, settings: Settings | None = None) -> FastAPI:
             for name in answers:
                 metrics.images.labels(name).inc(len(images))
             return [{"file": file, "preview": "data:image/png;base64," + base64.b64encode(to_png(image)).decode(),
-                     "models": [{"name": name, "predictions": _top(probs[i], top_k)} for name, probs in answers.items()]}
+                     "models": [{"name": name, "predictions": _top(probs[i], top_k)}
+                                for name, probs in answers.items()]}
                     for i, ((file, _), image) in enumerate(zip(blobs, images))]
 
         try:
@@ -215,7 +217,8 @@ def create_app(models: list, settings: Settings | None = None) -> FastAPI:
              summary="model metadata (Open Inference Protocol)")
     async def model_metadata(name: str):
         p = served.get(name)
-        return {"name": name, "versions": ["1"], "platform": "onnxruntime_onnx" if p.backend == "onnx" else "pytorch_torchscript",
+        platform = "onnxruntime_onnx" if p.backend == "onnx" else "pytorch_torchscript"
+        return {"name": name, "versions": ["1"], "platform": platform,
                 "inputs": [{"name": "images", "datatype": "FP32", "shape": [-1, 1, 28, 28]}],
                 "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]}]}
 

@@ -80,7 +80,8 @@ def summarize(outcomes: list[Outcome], seconds: float, planned: int) -> dict:
                        "statuses": dict(sorted({str(s): sum(o.status == s for o in group)
                                                 for s in {o.status for o in group}}.items())),
                        "requests_per_second": len(group) / seconds,
-                       "p50_ms": statistics.median(lat) * 1e3, "p99_ms": lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1e3}
+                       "p50_ms": statistics.median(lat) * 1e3,
+                       "p99_ms": lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1e3}
     return {"planned": planned, "made": len(outcomes), "seconds": seconds,
             "requests_per_second": len(outcomes) / seconds, "failed": sum(not o.ok for o in outcomes),
             "errors": sorted({o.error for o in outcomes if o.error})[:5], "kinds": kinds}

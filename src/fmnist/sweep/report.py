@@ -39,8 +39,12 @@ def status_table(study) -> tuple[list[str], list[list[str]]]:
     rows = trial_rows(study)
     names = sorted({k for r in rows for k in r["params"]})
     header = ["trial", "state", "val accuracy", "epochs", "seconds", *names]
-    body = [[str(r["number"]), r["state"],
-             f"{r['value']:.4f}" if r["value"] is not None else (f"({r['last_value']:.4f})" if r["last_value"] else "-"),
+    def value(r: dict) -> str:
+        if r["value"] is not None:
+            return f"{r['value']:.4f}"
+        return f"({r['last_value']:.4f})" if r["last_value"] else "-"
+
+    body = [[str(r["number"]), r["state"], value(r),
              str(r["epochs"]), f"{r['seconds']:.1f}" if r["seconds"] else "-",
              *[_fmt(r["params"].get(n, "-")) for n in names]] for r in rows]
     return header, body
@@ -104,7 +108,8 @@ def write_report(study, folder: Path) -> dict:
                ("slices.png", "Validation accuracy by parameter", plots.plot_slice)]
     md = [f"# fmnist sweep {study.study_name}", "", "Every figure is validation accuracy, except the best trial's "
           "test accuracy, measured once on that trial alone.", "", md_table(["", ""], summary), ""]
-    body_html = f"<p>Every figure is validation accuracy, except the best trial's test accuracy.</p>{html_table(['', ''], summary)}"
+    body_html = ("<p>Every figure is validation accuracy, except the best trial's test accuracy.</p>"
+                 + html_table(["", ""], summary))
     for file, title, plot in figures:
         png = _png(plot, study)
         if png is None:
@@ -112,7 +117,8 @@ def write_report(study, folder: Path) -> dict:
             continue
         write_bytes(folder / file, png)
         md += [f"## {title}", "", f"![{title}]({file})", ""]
-        body_html += f"<h2>{html.escape(title)}</h2><img alt='{file}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+        data = base64.b64encode(png).decode()
+        body_html += f"<h2>{html.escape(title)}</h2><img alt='{file}' src='data:image/png;base64,{data}'>"
     md += ["## Trials", "", md_table(header, body), ""]
     body_html += f"<h2>Trials</h2>{html_table(header, body)}"
     write_text(folder / "report.md", "\n".join(md))

@@ -102,7 +102,8 @@ def _param(name: str, spec: Any, want: Any) -> Param:
         raise UsageError(f"{where}: {name} is {want.__name__}, so it takes choices, not a range")
     low, high, log, step = spec["low"], spec["high"], spec.get("log", False), spec.get("step")
     for key, value in (("low", low), ("high", high)) + ((("step", step),) if step is not None else ()):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (want is int and not isinstance(value, int)):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or (want is int and not isinstance(value, int)):
             raise UsageError(f"{where}.{key} must be {'an int' if want is int else 'a number'}, got {value!r}")
     if not isinstance(log, bool):
         raise UsageError(f"{where}.log must be true or false, got {log!r}")

@@ -23,23 +23,36 @@ def quiet_optuna() -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
+SEEDING = "the seed plus the number of trials in the study when a trial is proposed"
+
+
 def make_sampler(name: str, seed: int, space: Space):
+    """The sampler, and its settings as recorded. Its generator is seeded anew for every proposal
+    (see `sampler_for`), so a sequential sweep proposes the same parameters again, and parallel
+    workers, proposing at different counts, do not propose the same ones."""
     import optuna
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed), {"name": "TPESampler", "seed": seed, "n_startup_trials": 10}
+        return optuna.samplers.TPESampler(seed=seed), {"name": "TPESampler", "seed": seed, "seeding": SEEDING,
+                                                       "n_startup_trials": 10}
     if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed), {"name": "RandomSampler", "seed": seed}
+        return optuna.samplers.RandomSampler(seed=seed), {"name": "RandomSampler", "seed": seed, "seeding": SEEDING}
     if name == "grid":
         grid = {p.name: p.grid() for p in space.search}
-        return optuna.samplers.GridSampler(grid, seed=seed), {"name": "GridSampler", "seed": seed, "grid": grid}
+        return optuna.samplers.GridSampler(grid, seed=seed), {"name": "GridSampler", "seed": seed, "seeding": SEEDING,
+                                                             "grid": grid}
     raise UsageError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {name!r}")
+
+
+def sampler_for(name: str, seed: int, space: Space):
+    """A function of the study's trial count giving the sampler of the next proposal."""
+    return lambda count: make_sampler(name, seed + count, space)[0]
 
 
 def make_pruner(name: str):
     import optuna
-    if name == "median":  # stop a trial below the median of earlier trials at the same epoch
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0), {"name": "MedianPruner",
-                                                                                  "n_startup_trials": 3}
+    if name == "median":  # from a trial's second epoch on, stop it below the median of earlier trials there
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2), {
+            "name": "MedianPruner", "n_startup_trials": 5, "n_warmup_steps": 2}
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1), {"name": "HyperbandPruner", "min_resource": 1}
     if name == "none":
@@ -54,7 +67,8 @@ def open_sweep(name: str, folder: Path, storage_url: str | None, space: Space | 
     A study that exists with other settings is refused before anything is written."""
     import optuna
     quiet_optuna()
-    missing = f"no sweep named {name!r} in {redact(storage_url or str(folder))} (start one: fmnist sweep run {name} --space ...)"
+    missing = (f"no sweep named {name!r} in {redact(storage_url or str(folder))} "
+               f"(start one: fmnist sweep run {name} --space ...)")
     if space is None:
         if storage_url is None and not (folder / "journal.log").is_file():
             raise FmnistError(missing)

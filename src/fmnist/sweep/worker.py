@@ -14,7 +14,7 @@ import dataclasses
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from tqdm import tqdm
 
@@ -42,6 +42,7 @@ class Sweep:
     heartbeat: float = 10.0  # seconds between a running trial's heartbeats
     where: dict = dataclasses.field(default_factory=dict)  # device, data_dir, verify
     quiet: bool = False
+    sampler: Callable[[int], Any] | None = None  # the sampler of the next proposal, by trial count
 
 
 def trial_dir(folder: Path, number: int) -> Path:
@@ -85,6 +86,8 @@ def next_trial(sweep: Sweep):
             held = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING) for t in trials)
             waiting = any(t.state == TrialState.WAITING for t in trials)
             if waiting or held < sweep.trials:
+                if sweep.sampler is not None:
+                    sweep.study.sampler = sweep.sampler(len(trials))
                 trial = sweep.study.ask(sweep.space.distributions())
                 sweep.study._storage.set_trial_user_attr(trial._trial_id, "heartbeat", time.time())
                 return trial
@@ -138,7 +141,7 @@ def run_trial(sweep: Sweep, trial, data: FashionMNIST) -> None:
     def on_epoch(row: dict) -> None:
         epochs.append(row["val_accuracy"])
         trial.report(row["val_accuracy"], int(row["epoch"]))
-        if trial.should_prune():
+        if row["epoch"] < cfg.epochs and trial.should_prune():  # after the last epoch it is complete
             write_json(out / "pruned.json", {"epoch": int(row["epoch"]), "val_accuracy": row["val_accuracy"],
                                              "reason": "the pruner stopped it: below the other trials at this epoch"})
             raise optuna.TrialPruned()
