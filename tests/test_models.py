@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torch import nn
 
 from fmnist.errors import UsageError
 from fmnist.models import count_params, create_model, list_models, register_model
@@ -62,3 +63,18 @@ def test_resnet_large_has_a_third_stage_at_3x3():
     assert model[:3](x).shape == (2, 8, 14, 14)  # resnet_quick's patch stem
     assert model[:-3](x).shape == (2, 256, 3, 3)
     assert count_params(model) > count_params(create_model("resnet_wide"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_global_max_pool_is_the_adaptive_pool_in_value_and_gradient_ties_included(dtype):
+    # Ties (whole-number values here; common in bfloat16) are where `amax` would differ: it splits
+    # the gradient among them, the pool gives it all to the first.
+    from fmnist.models.resnet import GlobalMaxPool
+    x = torch.relu(torch.randn(16, 8, 3, 3, generator=torch.Generator().manual_seed(0))).round().to(dtype)
+    ours, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out, expected = GlobalMaxPool()(ours), nn.AdaptiveMaxPool2d(1)(theirs)
+    assert out.shape == expected.shape == (16, 8, 1, 1) and torch.equal(out, expected)
+    grad = torch.randn(expected.shape).to(dtype)
+    out.backward(grad)
+    expected.backward(grad)
+    assert torch.equal(ours.grad, theirs.grad)

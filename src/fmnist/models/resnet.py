@@ -33,6 +33,16 @@ class Residual(nn.Module):
         return x + self.body(x)
 
 
+class GlobalMaxPool(nn.Module):
+    """The maximum of each channel over the image, shape (N, C, 1, 1): nn.AdaptiveMaxPool2d(1),
+    which torch.onnx's exporter in torch 2.11 cannot translate, in operations it can. `max` with a
+    dim, not `amax`: like the pool, it sends the gradient to the first maximum only (`amax` splits
+    it among ties, which bfloat16 makes common, and so trains differently)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(2).max(dim=2, keepdim=True).values.unsqueeze(-1)
+
+
 def resnet(stem: int, widths: tuple[int, ...], blocks: tuple[int, ...], patches: bool = False,
            first_stride: int = 1) -> nn.Sequential:
     """A stem conv at 28×28 and a 2×2 max-pool (or, with `patches`, a 2×2 stride-2 stem), then per
@@ -48,7 +58,7 @@ def resnet(stem: int, widths: tuple[int, ...], blocks: tuple[int, ...], patches:
         stride = first_stride if i == 0 else 1
         layers += [*conv_bn(c, width, stride=stride), *(Residual(width) for _ in range(n))]
         c = width
-    return nn.Sequential(*layers, nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(c, 10))
+    return nn.Sequential(*layers, GlobalMaxPool(), nn.Flatten(), nn.Linear(c, 10))
 
 
 @register_model
