@@ -3,7 +3,6 @@ journal file or one PostgreSQL database with exactly the trials asked for, a kil
 retried, and a report that evaluates the test set once, for the best trial alone."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
