@@ -46,7 +46,7 @@ SGD = ["shallow", "--optimizer", "sgd", "--lr", "0.05", "--batch-size", "31", "-
 def test_two_processes_give_the_weights_of_one(data_dir, tmp_path, capsys):
     assert cli(capsys, *train_args(data_dir, tmp_path / "one", *SGD))[0] == 0
     code, out, err = run(torchrun(*train_args(data_dir, tmp_path / "two", *SGD)))
-    assert code == 0, err
+    assert code == 0, out + err
     one = files.load_checkpoint(tmp_path / "one" / "last.pt")
     two = files.load_checkpoint(tmp_path / "two" / "last.pt")
     for k in one["model"]:
@@ -127,7 +127,7 @@ def test_sigterm_stops_every_process_at_one_step_and_a_resume_with_one_process_f
     assert err.count("interrupted during epoch 2") == 2  # both stopped there
     assert not [p for p in (tmp_path / "run").iterdir() if p.name.startswith(".")]  # written once, whole
     code, _, err = cli(capsys, "resume", tmp_path / "run", "--quiet")  # one process now, same global batch
-    assert code == 0, err
+    assert code == 0, out + err
     assert [r["epoch"] for r in files.read_csv(tmp_path / "run" / "history.csv")] == [1, 2, 3]
     assert cli(capsys, *train_args(tmp_path / "big", tmp_path / "whole", *SGD))[0] == 0
     a = files.load_checkpoint(tmp_path / "run" / "last.pt")["model"]
