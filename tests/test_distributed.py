@@ -126,7 +126,7 @@ def test_sigterm_stops_every_process_at_one_step_and_a_resume_with_one_process_f
     assert err.count(f"saved at step {saved['partial']['step']} of epoch 2") == 1  # by the first process
     assert err.count("interrupted during epoch 2") == 2  # both stopped there
     assert not [p for p in (tmp_path / "run").iterdir() if p.name.startswith(".")]  # written once, whole
-    code, _, err = cli(capsys, "resume", tmp_path / "run", "--quiet")  # one process now, same global batch
+    code, out, err = cli(capsys, "resume", tmp_path / "run", "--quiet")  # one process now, same global batch
     assert code == 0, out + err
     assert [r["epoch"] for r in files.read_csv(tmp_path / "run" / "history.csv")] == [1, 2, 3]
     assert cli(capsys, *train_args(tmp_path / "big", tmp_path / "whole", *SGD))[0] == 0
