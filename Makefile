@@ -5,11 +5,15 @@ BIN := $(VENV)/bin
 STUDY_OUT ?= runs/study
 DEBIAN_DATA := dataset-fashion-mnist
 
-.PHONY: setup data study test bench clean
+# What the tests need from the system besides the data: a C++ compiler (torch.compile), Chromium
+# (the page tests) and PostgreSQL (the sweep tests on a shared database).
+TEST_PACKAGES := g++ chromium postgresql
+TEST_PROGRAMS := g++ /usr/bin/chromium
+.PHONY: setup data test-deps study test lint bench clean
 
 $(BIN)/fmnist: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[serve,sweep,test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[serve,sweep,test,dev]'
 	touch $@
 
 setup: $(BIN)/fmnist
@@ -25,14 +29,32 @@ data: setup
 	    echo "no Fashion-MNIST data: run 'sudo apt-get install $(DEBIAN_DATA)' or set FMNIST_DATA_DIR" >&2; exit 1; \
 	  fi; }
 
+# Install what the tests need where root and apt allow; elsewhere stop at once, naming it.
+test-deps:
+	@missing=""; for p in $(TEST_PROGRAMS); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing="$$missing pg_ctl"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing the Debian packages $(TEST_PACKAGES) for the tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEST_PACKAGES) >/dev/null; \
+	  else \
+	    echo "the tests need$$missing: run 'sudo apt-get install $(TEST_PACKAGES)'" >&2; exit 1; \
+	  fi; \
+	fi
+
 study: data
 	$(BIN)/fmnist study --out $(STUDY_OUT) --overwrite
 
-test: data
+test: data test-deps lint
 	$(BIN)/pytest -q
+
+lint: setup
+	$(BIN)/ruff format --check src tests benchmarks docs
+	$(BIN)/ruff check src tests benchmarks docs
 
 bench: data
 	$(BIN)/fmnist bench --json BENCHMARKS.json
 
+# Keeps runs/ and sweeps/: trained models are the user's, not build output.
 clean:
-	rm -rf $(VENV) runs build src/*.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis

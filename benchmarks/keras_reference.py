@@ -17,8 +17,8 @@ import os
 import statistics
 import time
 
-import numpy as np
 import keras
+import numpy as np
 from keras import layers
 
 DATA = os.environ.get("FMNIST_DATA_DIR", "/usr/share/datasets/fashion-mnist")
@@ -28,7 +28,7 @@ def read_idx(name: str) -> np.ndarray:
     with gzip.open(os.path.join(DATA, name)) as f:
         raw = f.read()
     dims = raw[3]
-    shape = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(dims)]
+    shape = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims)]
     return np.frombuffer(raw, np.uint8, offset=4 + 4 * dims).reshape(shape)
 
 
@@ -44,16 +44,36 @@ def build(name: str) -> keras.Model:
     elif name == "simple_cnn":
         body = [*conv(32), layers.MaxPooling2D(), layers.Flatten(), layers.Dense(128, "relu"), layers.Dense(10)]
     elif name == "deep_cnn":
-        body = [*conv(32), layers.MaxPooling2D(), *conv(64), layers.MaxPooling2D(), *conv(128),
-                layers.Flatten(), layers.Dense(128, "relu"), layers.Dropout(0.5), layers.Dense(10)]
+        body = [
+            *conv(32),
+            layers.MaxPooling2D(),
+            *conv(64),
+            layers.MaxPooling2D(),
+            *conv(128),
+            layers.Flatten(),
+            layers.Dense(128, "relu"),
+            layers.Dropout(0.5),
+            layers.Dense(10),
+        ]
     else:
+
         def stage(c):
             return [*conv(c, "same", True), *conv(c, "same"), layers.MaxPooling2D(), layers.Dropout(0.25)]
-        body = [*stage(32), *stage(64), *conv(128, "same", True), layers.Flatten(),
-                layers.Dense(256, "relu"), layers.Dropout(0.5), layers.Dense(128, "relu"), layers.Dense(10)]
+
+        body = [
+            *stage(32),
+            *stage(64),
+            *conv(128, "same", True),
+            layers.Flatten(),
+            layers.Dense(256, "relu"),
+            layers.Dropout(0.5),
+            layers.Dense(128, "relu"),
+            layers.Dense(10),
+        ]
     model = keras.Sequential(inp + body)
-    model.compile(keras.optimizers.Adam(1e-3),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model.compile(
+        keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+    )
     return model
 
 
@@ -62,8 +82,11 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["shallow", "simple_cnn", "deep_cnn", "deeper_cnn"])
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--json")
-    parser.add_argument("--predict-only", action="store_true",
-                        help="time prediction and latency only (untrained weights: speed does not depend on them)")
+    parser.add_argument(
+        "--predict-only",
+        action="store_true",
+        help="time prediction and latency only (untrained weights: speed does not depend on them)",
+    )
     args = parser.parse_args()
     x = read_idx("train-images-idx3-ubyte.gz")[..., None].astype("float32") / 255
     y = read_idx("train-labels-idx1-ubyte.gz").astype("int64")
@@ -94,8 +117,12 @@ def main() -> None:
             start = time.perf_counter()
             model(one, training=False)
             lat.append(time.perf_counter() - start)
-        row = {"name": name, "epoch_seconds": statistics.median(seconds) if seconds else None,
-               "predict_test_seconds": predict, "latency_ms": 1e3 * statistics.median(lat)}
+        row = {
+            "name": name,
+            "epoch_seconds": statistics.median(seconds) if seconds else None,
+            "predict_test_seconds": predict,
+            "latency_ms": 1e3 * statistics.median(lat),
+        }
         print(json.dumps(row), flush=True)
         rows.append(row)
     if args.json:

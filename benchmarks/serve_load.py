@@ -51,41 +51,74 @@ def main() -> None:
     phases = {
         f"POST /predict (1 image, {len(models)} models)": [
             Call("predict", "POST", "/predict?top_k=3", files={"file": ("x.png", pngs[k % 50], "image/png")})
-            for k in range(args.requests)],
+            for k in range(args.requests)
+        ],
         f"POST /v2/models/{model}/infer (1 image)": [
-            Call("infer", "POST", f"/v2/models/{model}/infer", json_body={"inputs": [
-                {"name": "images", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": tensors[k % 50]}]})
-            for k in range(args.requests)],
+            Call(
+                "infer",
+                "POST",
+                f"/v2/models/{model}/infer",
+                json_body={
+                    "inputs": [{"name": "images", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": tensors[k % 50]}]
+                },
+            )
+            for k in range(args.requests)
+        ],
         "GET /v2/health/ready": [Call("ready", "GET", "/v2/health/ready") for _ in range(args.requests)],
     }
     results = {}
     for name, calls in phases.items() if args.requests else ():
         report = asyncio.run(run_load(args.url, calls, clients=args.clients, time_limit=600))
         (kind,) = report["kinds"].values()
-        results[name] = {"requests": report["made"], "failed": report["failed"],
-                         "requests_per_second": report["requests_per_second"], "p50_ms": kind["p50_ms"],
-                         "p99_ms": kind["p99_ms"], "statuses": kind["statuses"]}
+        results[name] = {
+            "requests": report["made"],
+            "failed": report["failed"],
+            "requests_per_second": report["requests_per_second"],
+            "p50_ms": kind["p50_ms"],
+            "p99_ms": kind["p99_ms"],
+            "statuses": kind["statuses"],
+        }
         r = results[name]
-        print(f"{name}: {r['requests']} requests, {r['failed']} failed, {r['requests_per_second']:.0f} req/s, "
-              f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms", flush=True)
+        print(
+            f"{name}: {r['requests']} requests, {r['failed']} failed, {r['requests_per_second']:.0f} req/s, "
+            f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms",
+            flush=True,
+        )
     if args.wrk:
         boundary = "fmnistboundary"
         bodies = {
-            "POST /predict": ("/predict?top_k=3", f"multipart/form-data; boundary={boundary}",
-                              (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.png\"\r\n"
-                               "Content-Type: image/png\r\n\r\n").encode() + pngs[0] + f"\r\n--{boundary}--\r\n".encode()),
-            f"POST /v2/models/{model}/infer": (f"/v2/models/{model}/infer", "application/json", json.dumps(
-                {"inputs": [{"name": "images", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": tensors[0]}]}).encode()),
+            "POST /predict": (
+                "/predict?top_k=3",
+                f"multipart/form-data; boundary={boundary}",
+                (
+                    f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n'
+                    "Content-Type: image/png\r\n\r\n"
+                ).encode()
+                + pngs[0]
+                + f"\r\n--{boundary}--\r\n".encode(),
+            ),
+            f"POST /v2/models/{model}/infer": (
+                f"/v2/models/{model}/infer",
+                "application/json",
+                json.dumps(
+                    {"inputs": [{"name": "images", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": tensors[0]}]}
+                ).encode(),
+            ),
             "GET /v2/health/ready": ("/v2/health/ready", None, None),
         }
         for name, (path, kind, body) in bodies.items():
             results[f"wrk {name}"] = run_wrk(args.url + path, kind, body, args.clients, args.wrk)
             r = results[f"wrk {name}"]
-            print(f"wrk {name}: {r['requests_per_second']:.0f} req/s, p50 {r['p50_ms']:.1f} ms, "
-                  f"p99 {r['p99_ms']:.1f} ms, non-2xx {r['non_2xx']}", flush=True)
+            print(
+                f"wrk {name}: {r['requests_per_second']:.0f} req/s, p50 {r['p50_ms']:.1f} ms, "
+                f"p99 {r['p99_ms']:.1f} ms, non-2xx {r['non_2xx']}",
+                flush=True,
+            )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"clients": args.clients, "models": [m["name"] for m in models], "endpoints": results}, f, indent=1)
+            json.dump(
+                {"clients": args.clients, "models": [m["name"] for m in models], "endpoints": results}, f, indent=1
+            )
 
 
 def run_wrk(url: str, content_type: str | None, body: bytes | None, clients: int, seconds: float) -> dict:
@@ -94,19 +127,32 @@ def run_wrk(url: str, content_type: str | None, body: bytes | None, clients: int
         lines = []
         if body is not None:
             (Path(tmp) / "body").write_bytes(body)
-            lines = ['wrk.method = "POST"', f'wrk.headers["Content-Type"] = "{content_type}"',
-                     f'local f = io.open("{Path(tmp) / "body"}", "rb")', "wrk.body = f:read(\"*a\")", "f:close()"]
+            lines = [
+                'wrk.method = "POST"',
+                f'wrk.headers["Content-Type"] = "{content_type}"',
+                f'local f = io.open("{Path(tmp) / "body"}", "rb")',
+                'wrk.body = f:read("*a")',
+                "f:close()",
+            ]
         script.write_text("\n".join(lines) + "\n")
-        out = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{int(seconds)}s", "--latency", "-s", str(script), url],
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            ["wrk", "-t1", f"-c{clients}", f"-d{int(seconds)}s", "--latency", "-s", str(script), url],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
 
     def ms(label: str) -> float:
         value, unit = re.search(rf"{label}%\s+([\d.]+)(us|ms|s)", out).groups()
         return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
 
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"requests_per_second": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-            "p50_ms": ms("50"), "p99_ms": ms("99"), "non_2xx": int(non_2xx.group(1)) if non_2xx else 0}
+    return {
+        "requests_per_second": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50_ms": ms("50"),
+        "p99_ms": ms("99"),
+        "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
+    }
 
 
 if __name__ == "__main__":

@@ -45,8 +45,10 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
             path = Path(tmp) / "sneaker-photo.png"
             photo.convert("RGB").save(path)
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium",
-                                        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            browser = p.chromium.launch(
+                executable_path="/usr/bin/chromium",
+                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+            )
             page = browser.new_page(viewport={"width": 1280, "height": 720})
             page.goto(base)
             page.get_by_test_id("status").filter(has_text="models ready").wait_for(timeout=60_000)

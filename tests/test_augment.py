@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from fmnist.augment import augment, parse_augment, random_crop, random_erase, random_flip
+from fmnist.training.augment import augment, parse_augment, random_crop, random_erase, random_flip
 
 
 def gen(seed=0):
@@ -19,8 +19,9 @@ def shifted(image, dy, dx):
     """`image` moved down by dy and right by dx pixels, zeros coming in."""
     out = torch.zeros_like(image)
     h, w = image.shape[-2:]
-    out[..., max(0, dy):h + min(0, dy), max(0, dx):w + min(0, dx)] = \
-        image[..., max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)]
+    out[..., max(0, dy) : h + min(0, dy), max(0, dx) : w + min(0, dx)] = image[
+        ..., max(0, -dy) : h - max(0, dy), max(0, -dx) : w - max(0, dx)
+    ]
     return out
 
 

@@ -6,14 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import cli, train_args, write_dataset
 from PIL import Image
 
 from fmnist import CLASSES, files, load_fashion_mnist, predict_logits
-from fmnist.cli import main
-from fmnist.images import load_image
-from fmnist.workflow import load_run_model
-
-from conftest import cli, train_args, write_dataset
+from fmnist.cli.main import main
+from fmnist.data.images import load_image
+from fmnist.run.folder import RunFolder
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +26,18 @@ def trained(tmp_path_factory):
 
 def test_train_writes_the_run_folder(trained):
     names = {p.name for p in (trained / "run").iterdir()}
-    assert {"config.json", "history.csv", "metrics.json", "best.pt", "last.pt", "curves.png",
-            "confusion.png", "samples.png", "misclassified.png", "report.html"} <= names
+    assert {
+        "config.json",
+        "history.csv",
+        "metrics.json",
+        "best.pt",
+        "last.pt",
+        "curves.png",
+        "confusion.png",
+        "samples.png",
+        "misclassified.png",
+        "report.html",
+    } <= names
     metrics = json.loads((trained / "run" / "metrics.json").read_text())
     cm = np.array(metrics["confusion_matrix"])
     assert cm.shape == (10, 10) and cm.sum() == metrics["n_test"] == 50  # every test image once
@@ -65,12 +74,23 @@ def test_predict_reports_bad_files_and_classifies_the_rest(trained, tmp_path, ca
         Image.fromarray((data.test_images[i, 0].numpy() * 255).round().astype(np.uint8)).save(good[-1])
     # The run's model on the files as predict brings them to the dataset's form (the real-data
     # tests check that form against the test set itself).
-    model, _ = load_run_model(trained / "run")
+    model, _ = RunFolder(trained / "run").load_model()[:2]
     expected = predict_logits(model, torch.stack([load_image(g) for g in good])).softmax(1)
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "text.png").write_text("hello")
-    code, out, err = cli(capsys, "predict", trained / "run", good[0], tmp_path / "empty.png", good[1],
-                         tmp_path / "text.png", tmp_path / "missing.png", "--json", "--top-k", "2")
+    code, out, err = cli(
+        capsys,
+        "predict",
+        trained / "run",
+        good[0],
+        tmp_path / "empty.png",
+        good[1],
+        tmp_path / "text.png",
+        tmp_path / "missing.png",
+        "--json",
+        "--top-k",
+        "2",
+    )
     results = json.loads(out)
     assert code == 1 and [("error" in r) for r in results] == [False, True, False, True, True]
     for r, probs in zip((results[0], results[2]), expected):
@@ -81,8 +101,21 @@ def test_predict_reports_bad_files_and_classifies_the_rest(trained, tmp_path, ca
 
 
 def test_study_writes_summary_and_reports(trained, tmp_path, capsys):
-    code, out, _ = cli(capsys, "study", "--models", "shallow", "simple_cnn", "--epochs", "1",
-                       "--data-dir", trained / "data", "--no-verify", "--out", tmp_path / "s", "--quiet")
+    code, out, _ = cli(
+        capsys,
+        "study",
+        "--models",
+        "shallow",
+        "simple_cnn",
+        "--epochs",
+        "1",
+        "--data-dir",
+        trained / "data",
+        "--no-verify",
+        "--out",
+        tmp_path / "s",
+        "--quiet",
+    )
     assert code == 0
     summary = json.loads((tmp_path / "s" / "summary.json").read_text())
     assert [m["name"] for m in summary["models"]] == ["shallow", "simple_cnn"]
@@ -100,8 +133,10 @@ def test_study_writes_summary_and_reports(trained, tmp_path, capsys):
         # Training time: steps and validation of every epoch, more than the steps alone.
         assert m["train_seconds"] == metrics["train_seconds"] == history[-1]["elapsed"]
         assert m["train_seconds"] > sum(h["seconds"] for h in history)
-        row = (f"| {m['name']} | {m['params']:,} | 1 | 32 | {m['train_accuracy']:.2%} | {m['val_accuracy']:.2%} "
-               f"| {m['test_accuracy']:.2%} | {m['test_loss']:.4f} | {m['train_seconds']:.0f} |")
+        row = (
+            f"| {m['name']} | {m['params']:,} | 1 | 32 | {m['train_accuracy']:.2%} | {m['val_accuracy']:.2%} "
+            f"| {m['test_accuracy']:.2%} | {m['test_loss']:.4f} | {m['train_seconds']:.0f} |"
+        )
         assert row in md, row
         assert f"<td>{m['test_accuracy']:.2%}</td><td>{m['test_loss']:.4f}</td>" in html
     assert "data:image/png;base64," in html
@@ -114,30 +149,46 @@ def test_models_and_data_commands(trained, capsys):
     assert code == 0 and "NOT verified" in out and "T-shirt/top" in out
 
 
-@pytest.mark.parametrize("argv, code, message", [
-    (["train", "shallow", "--data-dir", "{tmp}/nowhere", "--out", "{tmp}/o"], 1, "does not exist"),
-    (["train", "resnet1000"], 2, "unknown model 'resnet1000'"),
-    (["train", "shallow", "--epochs", "0"], 2, "epochs must be positive"),
-    (["train", "shallow", "--lr", "-1"], 2, "lr must be positive"),
-    (["train", "shallow", "--val-split", "1.5"], 2, "val_split"),
-    (["train", "shallow", "--batch-size", "many"], 2, "invalid int value"),
-    (["train", "shallow", "--bogus"], 2, "unrecognized arguments"),
-    (["train", "shallow", "--config", "{tmp}/none.toml"], 2, "config file not found"),
-    (["evaluate", "{tmp}/no-run"], 1, "does not exist"),
-    (["predict", "{tmp}/no-run", "x.png"], 1, "does not exist"),
-    (["predict", "{run}", "x.png", "--top-k", "0"], 2, "--top-k"),
-    (["data", "--data-dir", "{tmp}"], 1, "does not hold the four"),
-    (["train", "shallow", "--device", "cuda"], 1, "no CUDA device here"),
-    (["train", "shallow", "--device", "cuda:1"], 1, "no CUDA device here"),
-    (["train", "shallow", "--device", "mps"], 1, "no Apple MPS device here"),
-    (["train", "shallow", "--device", "gpu"], 2, "device must be auto, cpu"),
-    (["study", "--device", "cuda", "--out", "{tmp}/s"], 1, "no CUDA device here"),
-    (["bench", "--device", "bogus"], 2, "device must be auto, cpu"),
-    (["bench", "--device", "cuda"], 1, "no CUDA device here"),
-    (["study", "--recipe", "fast", "--batch-size", "32", "--out", "{tmp}/s", "--data-dir", "{run}/../data",
-      "--no-verify"], 2,
-     "--whiten: shallow: the model has no convolution to whiten; --whiten: simple_cnn: cannot whiten"),
-])
+@pytest.mark.parametrize(
+    "argv, code, message",
+    [
+        (["train", "shallow", "--data-dir", "{tmp}/nowhere", "--out", "{tmp}/o"], 1, "does not exist"),
+        (["train", "resnet1000"], 2, "unknown model 'resnet1000'"),
+        (["train", "shallow", "--epochs", "0"], 2, "epochs must be positive"),
+        (["train", "shallow", "--lr", "-1"], 2, "lr must be positive"),
+        (["train", "shallow", "--val-split", "1.5"], 2, "val_split"),
+        (["train", "shallow", "--batch-size", "many"], 2, "invalid int value"),
+        (["train", "shallow", "--bogus"], 2, "unrecognized arguments"),
+        (["train", "shallow", "--config", "{tmp}/none.toml"], 2, "config file not found"),
+        (["evaluate", "{tmp}/no-run"], 1, "does not exist"),
+        (["predict", "{tmp}/no-run", "x.png"], 1, "does not exist"),
+        (["predict", "{run}", "x.png", "--top-k", "0"], 2, "--top-k"),
+        (["data", "--data-dir", "{tmp}"], 1, "does not hold the four"),
+        (["train", "shallow", "--device", "cuda"], 1, "no CUDA device here"),
+        (["train", "shallow", "--device", "cuda:1"], 1, "no CUDA device here"),
+        (["train", "shallow", "--device", "mps"], 1, "no Apple MPS device here"),
+        (["train", "shallow", "--device", "gpu"], 2, "device must be auto, cpu"),
+        (["study", "--device", "cuda", "--out", "{tmp}/s"], 1, "no CUDA device here"),
+        (["bench", "--device", "bogus"], 2, "device must be auto, cpu"),
+        (["bench", "--device", "cuda"], 1, "no CUDA device here"),
+        (
+            [
+                "study",
+                "--recipe",
+                "fast",
+                "--batch-size",
+                "32",
+                "--out",
+                "{tmp}/s",
+                "--data-dir",
+                "{run}/../data",
+                "--no-verify",
+            ],
+            2,
+            "--whiten: shallow: the model has no convolution to whiten; --whiten: simple_cnn: cannot whiten",
+        ),
+    ],
+)
 def test_user_errors_are_one_line(trained, tmp_path, capsys, argv, code, message):
     argv = [a.format(tmp=tmp_path, run=trained / "run") for a in argv]
     got, _, err = cli(capsys, *argv)
@@ -148,6 +199,7 @@ def test_user_errors_are_one_line(trained, tmp_path, capsys, argv, code, message
 
 def test_corrupt_data_file_is_one_line(trained, tmp_path, capsys):
     import shutil
+
     shutil.copytree(trained / "data", tmp_path / "d")
     path = tmp_path / "d" / "train-images-idx3-ubyte.gz"
     path.write_bytes(path.read_bytes()[:1000])
@@ -161,9 +213,23 @@ def test_non_empty_output_folder_needs_overwrite(trained, capsys):
 
 
 def test_bench_writes_its_json(trained, tmp_path, capsys):
-    code, out, _ = cli(capsys, "bench", "--models", "shallow", "simple_cnn", "--batch-size", "16",
-                       "--data-dir", trained / "data", "--no-verify", "--json", tmp_path / "b.json", "--quiet",
-                       "--backend", "torch,onnx")
+    code, out, _ = cli(
+        capsys,
+        "bench",
+        "--models",
+        "shallow",
+        "simple_cnn",
+        "--batch-size",
+        "16",
+        "--data-dir",
+        trained / "data",
+        "--no-verify",
+        "--json",
+        tmp_path / "b.json",
+        "--quiet",
+        "--backend",
+        "torch,onnx",
+    )
     result = json.loads((tmp_path / "b.json").read_text())
     assert code == 0 and result["matmul_gflops"] > 0 and result["backends"] == ["torch", "onnx"]
     assert [r["name"] for r in result["models"]] == ["shallow", "simple_cnn"]
@@ -172,12 +238,28 @@ def test_bench_writes_its_json(trained, tmp_path, capsys):
         for backend in ("torch", "onnx"):
             x = row[backend]
             assert 0 < x["latency_ms"] <= x["latency_p99_ms"] and x["batch256_images_per_second"] > 0
-            assert x["predict_test_seconds"] > 0 and f"{row['name']:<12} {backend:<7} {x['predict_test_seconds']:>9.3f}" in out
+            assert (
+                x["predict_test_seconds"] > 0
+                and f"{row['name']:<12} {backend:<7} {x['predict_test_seconds']:>9.3f}" in out
+            )
 
 
 def test_bench_of_prediction_alone_and_bad_backends(trained, tmp_path, capsys):
-    code, out, _ = cli(capsys, "bench", "--models", "shallow", "--no-train", "--backend", "onnx",
-                       "--data-dir", trained / "data", "--no-verify", "--json", tmp_path / "b.json", "--quiet")
+    code, out, _ = cli(
+        capsys,
+        "bench",
+        "--models",
+        "shallow",
+        "--no-train",
+        "--backend",
+        "onnx",
+        "--data-dir",
+        trained / "data",
+        "--no-verify",
+        "--json",
+        tmp_path / "b.json",
+        "--quiet",
+    )
     row = json.loads((tmp_path / "b.json").read_text())["models"][0]
     assert code == 0 and "epoch_seconds" not in row and "torch" not in row and row["onnx"]["latency_ms"] > 0
     code, _, err = cli(capsys, "bench", "--backend", "torch,tensorrt")

@@ -3,12 +3,11 @@ import shutil
 
 import pytest
 import torch
+from conftest import write_dataset
 
-from fmnist import data
+from fmnist.data import dataset as data
 from fmnist.data import load_fashion_mnist, stratified_split
 from fmnist.errors import FmnistError, UsageError
-
-from conftest import write_dataset
 
 
 def test_loads_tensors_scaled_to_unit_range(synth_verified):

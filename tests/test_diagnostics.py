@@ -1,11 +1,13 @@
 import math
 
-from fmnist.diagnostics import check_identical, check_run
+from fmnist.reports.diagnostics import check_identical, check_run
 
 
 def history(train_acc=0.9, val_acc=0.89, val_losses=(0.5, 0.4, 0.35)):
-    return [{"epoch": i + 1, "train_loss": 0.3, "train_accuracy": train_acc, "val_loss": v,
-             "val_accuracy": val_acc} for i, v in enumerate(val_losses)]
+    return [
+        {"epoch": i + 1, "train_loss": 0.3, "train_accuracy": train_acc, "val_loss": v, "val_accuracy": val_acc}
+        for i, v in enumerate(val_losses)
+    ]
 
 
 def test_healthy_run_has_no_flags():

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-
-from fmnist import distributed, files
-
 from conftest import cli, free_port, train_args, untimed, write_dataset
+
+from fmnist import files
+from fmnist.run.checkpoint import load_checkpoint
+from fmnist.training import distributed
 
 TIMEOUT = 240  # no test here may hang: every launch is bounded
 
@@ -29,8 +30,20 @@ def data_dir(tmp_path_factory):
 
 
 def torchrun(*args, nproc=2, extra=()):
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
-            "--nproc-per-node", str(nproc), *extra, "-m", "fmnist", *map(str, args)]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nnodes",
+        "1",
+        "--nproc-per-node",
+        str(nproc),
+        *extra,
+        "-m",
+        "fmnist",
+        *map(str, args),
+    ]
 
 
 def run(argv, timeout=TIMEOUT):
@@ -47,11 +60,14 @@ def test_two_processes_give_the_weights_of_one(data_dir, tmp_path, capsys):
     assert cli(capsys, *train_args(data_dir, tmp_path / "one", *SGD))[0] == 0
     code, out, err = run(torchrun(*train_args(data_dir, tmp_path / "two", *SGD)))
     assert code == 0, out + err
-    one = files.load_checkpoint(tmp_path / "one" / "last.pt")
-    two = files.load_checkpoint(tmp_path / "two" / "last.pt")
+    one = load_checkpoint(tmp_path / "one" / "last.pt")
+    two = load_checkpoint(tmp_path / "two" / "last.pt")
     for k in one["model"]:
         assert torch.allclose(one["model"][k], two["model"][k], atol=1e-5), k
-    a, b = untimed(files.read_csv(tmp_path / "one" / "history.csv")), untimed(files.read_csv(tmp_path / "two" / "history.csv"))
+    a, b = (
+        untimed(files.read_csv(tmp_path / "one" / "history.csv")),
+        untimed(files.read_csv(tmp_path / "two" / "history.csv")),
+    )
     assert [r["epoch"] for r in b] == [1, 2, 3]
     for r1, r2 in zip(a, b):
         for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
@@ -69,8 +85,14 @@ def test_sync_batchnorm_is_refused_on_cpus(data_dir, tmp_path):
 
 
 def _bn_worker(rank, port, out):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
-                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2")
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE="2",
+        LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE="2",
+    )
     dist, device = distributed.init("cpu")
     threads = torch.get_num_threads()
     bn = torch.nn.BatchNorm1d(3)
@@ -121,25 +143,26 @@ def test_sigterm_stops_every_process_at_one_step_and_a_resume_with_one_process_f
     wait_for_epochs(tmp_path / "run", 1, proc)
     os.kill(workers(proc)[-1], signal.SIGTERM)  # one process is told: all stop, at one step
     _, err = proc.communicate(timeout=TIMEOUT)
-    saved = files.load_checkpoint(tmp_path / "run" / "last.pt")
+    saved = load_checkpoint(tmp_path / "run" / "last.pt")
     assert "partial" in saved and saved["epoch"] == 2, err  # mid-epoch, the same step for both
     assert err.count(f"saved at step {saved['partial']['step']} of epoch 2") == 1  # by the first process
     assert err.count("interrupted during epoch 2") == 2  # both stopped there
-    assert not [p for p in (tmp_path / "run").iterdir() if p.name.startswith(".")]  # written once, whole
+    assert not [p for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]  # written once, whole
     code, out, err = cli(capsys, "resume", tmp_path / "run", "--quiet")  # one process now, same global batch
     assert code == 0, out + err
     assert [r["epoch"] for r in files.read_csv(tmp_path / "run" / "history.csv")] == [1, 2, 3]
     assert cli(capsys, *train_args(tmp_path / "big", tmp_path / "whole", *SGD))[0] == 0
-    a = files.load_checkpoint(tmp_path / "run" / "last.pt")["model"]
-    b = files.load_checkpoint(tmp_path / "whole" / "last.pt")["model"]
+    a = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "whole" / "last.pt")["model"]
     assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
 
 
 def test_a_killed_process_is_restarted_and_the_run_completes_with_every_epoch_once(data_dir, tmp_path):
     write_dataset(tmp_path / "big", train_per_class=600)
     args = train_args(tmp_path / "big", tmp_path / "run", *SGD[:-1], "4")
-    proc = subprocess.Popen(torchrun(*args, extra=("--max-restarts", "1")), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        torchrun(*args, extra=("--max-restarts", "1")), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     wait_for_epochs(tmp_path / "run", 1, proc)
     os.kill(workers(proc)[-1], signal.SIGKILL)
     out, err = proc.communicate(timeout=TIMEOUT)

@@ -7,13 +7,12 @@ import http.server
 import threading
 
 import pytest
-
-from fmnist import data
-from fmnist.download import download
-from fmnist.errors import FmnistError
-from fmnist.data import load_fashion_mnist
-
 from conftest import write_dataset
+
+from fmnist.data import dataset as data
+from fmnist.data import load_fashion_mnist
+from fmnist.data.download import download
+from fmnist.errors import FmnistError
 
 PAYLOAD = gzip.compress(b"some IDX content" * 1000)
 SHA = hashlib.sha256(b"some IDX content" * 1000).hexdigest()
@@ -70,8 +69,7 @@ def test_wrong_or_cut_bytes_leave_nothing_behind(server, tmp_path, kind):
 def test_next_mirror_is_tried(server, tmp_path, first):
     base, _ = server
     first = first if first.startswith("http") else f"{base}/{first}/"
-    path = download("f.gz", tmp_path / "cache", SHA, [first, f"{base}/good/"], retries=1,
-                    timeout=2, progress=False)
+    path = download("f.gz", tmp_path / "cache", SHA, [first, f"{base}/good/"], retries=1, timeout=2, progress=False)
     assert path.read_bytes() == PAYLOAD
     assert [p.name for p in (tmp_path / "cache").iterdir()] == ["f.gz"]
 

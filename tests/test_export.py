@@ -10,18 +10,20 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-
-from fmnist import export, files
-from fmnist.config import TrainConfig
-from fmnist.export import export_run, sha256_of
-from fmnist.infer import predict_logits
-from fmnist.models import create_model, list_models
-from fmnist.models.whiten import check_whitenable, whiten_first_conv
-from fmnist.device import cores
-from fmnist.onnx_runtime import session_options
-from fmnist.runs import load_run_model
-
 from conftest import cli, train_args, write_dataset
+
+from fmnist import files
+from fmnist.device import cores
+from fmnist.inference import onnx_export as export
+from fmnist.inference.onnx_export import sha256_of
+from fmnist.inference.onnx_runtime import session_options
+from fmnist.jobs.export import export_run
+from fmnist.models import create_model, list_models
+from fmnist.models.forward import predict_logits
+from fmnist.models.whiten import check_whitenable, whiten_first_conv
+from fmnist.run.checkpoint import save_checkpoint
+from fmnist.run.folder import RunFolder
+from fmnist.training.config import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +50,7 @@ def fake_run(folder, data_dir, name, **settings):
             m.running_var.uniform_(0.5, 2.0)
     folder.mkdir(parents=True)
     files.write_json(folder / "config.json", dataclasses.asdict(cfg))
-    files.save_checkpoint(folder / "best.pt", {"model": model.state_dict(), "config": dataclasses.asdict(cfg),
-                                               "epoch": 1})
+    save_checkpoint(folder / "best.pt", {"model": model.state_dict(), "config": dataclasses.asdict(cfg), "epoch": 1})
     return folder
 
 
@@ -60,7 +61,7 @@ def test_every_model_exports_and_runs_with_pytorchs_answers(name, data_dir, tmp_
     path = run / "model.onnx"
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    model, _ = load_run_model(run)
+    model, _ = RunFolder(run).load_model()[:2]
     for n in (1, 5, 64):  # the batch dimension is dynamic
         x = torch.rand(n, 1, 28, 28)
         ours = session.run(None, {"images": x.numpy()})[0]
@@ -89,7 +90,7 @@ def test_test_time_augmentation_is_part_of_the_exported_model(data_dir, tmp_path
     run = fake_run(tmp_path / "run", data_dir, "resnet_sprint", tta=True, tta_shift=1)
     export_run(run)
     session = ort.InferenceSession(str(run / "model.onnx"), providers=["CPUExecutionProvider"])
-    model, _ = load_run_model(run)
+    model, _ = RunFolder(run).load_model()[:2]
     x = torch.rand(4, 1, 28, 28)
     ours = torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
     assert torch.allclose(ours, predict_logits(model, x, tta=True, tta_shift=1), atol=1e-4)
@@ -102,6 +103,7 @@ def test_predict_and_evaluate_give_the_same_answers_from_the_file(data_dir, tmp_
     assert cli(capsys, "export", run)[0] == 0
     image = tmp_path / "x.png"
     from PIL import Image
+
     Image.fromarray((np.tri(28, 20) * 200).astype(np.uint8)).save(image)
     answers = []
     for source, backend in ((run, "torch"), (run, "onnx"), (run / "model.onnx", None)):
@@ -136,12 +138,15 @@ def other_onnx(path, model, shape):
     torch.onnx.export(model.eval(), (torch.rand(*shape),), str(path), dynamo=True, input_names=["images"])
 
 
-@pytest.mark.parametrize("damage, message", [
-    ("no checkpoint", "missing checkpoint"),
-    ("unknown model", "model 'resnet1000' is not one of fmnist's"),
-    ("missing folder", "folder {tmp}/nowhere does not exist"),
-    ("unwritable folder", "cannot write /proc/m.onnx"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("no checkpoint", "missing checkpoint"),
+        ("unknown model", "model 'resnet1000' is not one of fmnist's"),
+        ("missing folder", "folder {tmp}/nowhere does not exist"),
+        ("unwritable folder", "cannot write /proc/m.onnx"),
+    ],
+)
 def test_bad_runs_and_outputs_are_one_line_errors(data_dir, tmp_path, capsys, damage, message):
     run = fake_run(tmp_path / "run", data_dir, "shallow")
     argv = ["export", run]
@@ -159,12 +164,15 @@ def test_bad_runs_and_outputs_are_one_line_errors(data_dir, tmp_path, capsys, da
     assert sorted(p.name for p in run.iterdir()) == before
 
 
-@pytest.mark.parametrize("kind, message", [
-    ("not onnx", "is not a readable ONNX model"),
-    ("truncated", "is not a readable ONNX model"),
-    ("wrong input", "takes input ['batch', 3, 32, 32]"),
-    ("seven classes", "gives output ['batch', 7], not [N, 10]"),
-])
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("not onnx", "is not a readable ONNX model"),
+        ("truncated", "is not a readable ONNX model"),
+        ("wrong input", "takes input ['batch', 3, 32, 32]"),
+        ("seven classes", "gives output ['batch', 7], not [N, 10]"),
+    ],
+)
 def test_bad_onnx_files_are_one_line_errors(data_dir, tmp_path, capsys, kind, message):
     path = tmp_path / "m.onnx"
     if kind == "not onnx":
@@ -175,14 +183,24 @@ def test_bad_onnx_files_are_one_line_errors(data_dir, tmp_path, capsys, kind, me
     elif kind == "wrong input":
         net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(10))
         net(torch.rand(2, 3, 32, 32))
-        torch.onnx.export(net.eval(), (torch.rand(2, 3, 32, 32),), str(path), dynamo=True,
-                          dynamic_shapes=({0: torch.export.Dim("batch")},))
+        torch.onnx.export(
+            net.eval(),
+            (torch.rand(2, 3, 32, 32),),
+            str(path),
+            dynamo=True,
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+        )
     else:
-        torch.onnx.export(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 7)).eval(),
-                          (torch.rand(2, 1, 28, 28),), str(path), dynamo=True,
-                          dynamic_shapes=({0: torch.export.Dim("batch")},))
+        torch.onnx.export(
+            torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 7)).eval(),
+            (torch.rand(2, 1, 28, 28),),
+            str(path),
+            dynamo=True,
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+        )
     image = tmp_path / "x.png"
     from PIL import Image
+
     Image.new("L", (20, 20), 255).save(image)
     for argv in (["predict", path, image], ["evaluate", path, "--data-dir", data_dir, "--no-verify"]):
         code, _, err = cli(capsys, *argv)

@@ -2,10 +2,11 @@ import gzip
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from fmnist.data.idx import encode_idx, parse_idx, read_idx
 from fmnist.errors import FmnistError
-from fmnist.idx import encode_idx, parse_idx, read_idx
 
 
 def test_round_trip_raw_and_gzip(tmp_path):
@@ -16,14 +17,17 @@ def test_round_trip_raw_and_gzip(tmp_path):
     assert np.array_equal(read_idx(tmp_path / "z.gz"), array)
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"\x00\x00\x0d\x03" + b"\x00" * 12, "magic"),  # float type, not ubyte
-    (b"\x01\x00\x08\x01\x00\x00\x00\x01\x05", "magic"),
-    (b"\x00\x00\x08\x03\x00\x00\x00\x02", "header"),  # ends inside the dimensions
-    (encode_idx(np.zeros((3, 4), np.uint8))[:-1], "header"),  # one byte short
-    (encode_idx(np.zeros((3, 4), np.uint8)) + b"\x00", "header"),  # one byte too many
-    (b"\x00\x00", "too short"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"\x00\x00\x0d\x03" + b"\x00" * 12, "magic"),  # float type, not ubyte
+        (b"\x01\x00\x08\x01\x00\x00\x00\x01\x05", "magic"),
+        (b"\x00\x00\x08\x03\x00\x00\x00\x02", "header"),  # ends inside the dimensions
+        (encode_idx(np.zeros((3, 4), np.uint8))[:-1], "header"),  # one byte short
+        (encode_idx(np.zeros((3, 4), np.uint8)) + b"\x00", "header"),  # one byte too many
+        (b"\x00\x00", "too short"),
+    ],
+)
 def test_malformed_idx_is_rejected(data, message):
     with pytest.raises(FmnistError, match=message):
         parse_idx(data)

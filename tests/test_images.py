@@ -1,10 +1,11 @@
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
+from fmnist.data.images import MAX_PIXELS, load_image
 from fmnist.errors import FmnistError
-from fmnist.images import MAX_PIXELS, load_image
 
 
 def save(tmp_path, array, name="x.png", mode=None):
@@ -36,8 +37,9 @@ def test_colour_jpeg_and_transparent_png(tmp_path):
     assert y[0, 14, 14] > 0.9 and y[0, 0, 0] == 0
 
 
-@pytest.mark.parametrize("content, message", [(b"", "empty"), (b"not an image at all", "not an image"),
-                                              (None, "no such file")])
+@pytest.mark.parametrize(
+    "content, message", [(b"", "empty"), (b"not an image at all", "not an image"), (None, "no such file")]
+)
 def test_bad_files(tmp_path, content, message):
     path = tmp_path / "f.png"
     if content is not None:
@@ -54,7 +56,7 @@ def test_truncated_png(tmp_path):
 
 
 def test_decompression_bomb_is_refused_before_decoding(tmp_path):
-    side = int(MAX_PIXELS ** 0.5) + 100  # a 1-bit PNG: small on disk, huge once decoded
+    side = int(MAX_PIXELS**0.5) + 100  # a 1-bit PNG: small on disk, huge once decoded
     path = tmp_path / "bomb.png"
     Image.new("1", (side, side)).save(path)
     assert path.stat().st_size < 2_000_000

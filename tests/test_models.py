@@ -70,6 +70,7 @@ def test_global_max_pool_is_the_adaptive_pool_in_value_and_gradient_ties_include
     # Ties (whole-number values here; common in bfloat16) are where `amax` would differ: it splits
     # the gradient among them, the pool gives it all to the first.
     from fmnist.models.resnet import GlobalMaxPool
+
     x = torch.relu(torch.randn(16, 8, 3, 3, generator=torch.Generator().manual_seed(0))).round().to(dtype)
     ours, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
     out, expected = GlobalMaxPool()(ours), nn.AdaptiveMaxPool2d(1)(theirs)

@@ -7,20 +7,25 @@ import os
 
 import numpy as np
 import pytest
+from conftest import cli, start_server
 from PIL import Image
 from playwright.sync_api import sync_playwright
 
-from fmnist.config import TrainConfig
 from fmnist.data import load_fashion_mnist
-from fmnist.workflow import train_run
-
-from conftest import cli, start_server
+from fmnist.jobs.train import train_run
+from fmnist.training.config import TrainConfig
 
 pytestmark = pytest.mark.realdata
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package; Playwright's own browser download is never used
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +66,13 @@ def page(browser, served):
 
 
 def shown_labels(page) -> dict[str, str]:
-    page.wait_for_function("document.querySelectorAll('[data-testid=model-card][data-top]').length == 2",
-                           timeout=30_000)
+    page.wait_for_function(
+        "document.querySelectorAll('[data-testid=model-card][data-top]').length == 2", timeout=30_000
+    )
     cards = page.locator("[data-testid=model-card]")
-    return {cards.nth(i).get_attribute("data-model"): cards.nth(i).get_attribute("data-top")
-            for i in range(cards.count())}
+    return {
+        cards.nth(i).get_attribute("data-model"): cards.nth(i).get_attribute("data-top") for i in range(cards.count())
+    }
 
 
 def test_an_uploaded_test_image_gets_the_label_predict_gives(page, served, capsys):
@@ -94,7 +101,9 @@ def test_a_drawing_gets_a_preview_and_an_answer(page, served, tmp_path):
     labels = shown_labels(page)
     assert set(labels) == {"shallow", "simple_cnn"} and all(labels.values())
     preview = page.get_by_test_id("preview")
-    assert preview.get_attribute("data-ready") == "1" and preview.get_attribute("src").startswith("data:image/png;base64,")
+    assert preview.get_attribute("data-ready") == "1" and preview.get_attribute("src").startswith(
+        "data:image/png;base64,"
+    )
     assert page.locator("[data-testid=model-card]").nth(1).locator(".bar").count() == 5
     assert "drawing.png" in page.get_by_test_id("status").inner_text()
     shot = tmp_path / "page.png"

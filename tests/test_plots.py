@@ -4,8 +4,8 @@ import sys
 SCRIPT = """
 import sys, tempfile, pathlib, matplotlib
 matplotlib.use("svg")  # what a notebook or an app chose
-import fmnist.workflow
-from fmnist import plots
+import fmnist.jobs.train
+from fmnist.reports import plots
 out = pathlib.Path(tempfile.mkdtemp())
 rows = [{"epoch": 1, "train_accuracy": 0.5, "val_accuracy": 0.4, "train_loss": 1.0, "val_loss": 1.2}]
 plots.curves(rows, out / "c.png", "m")

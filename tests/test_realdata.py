@@ -6,15 +6,15 @@ import json
 
 import numpy as np
 import pytest
+from conftest import cli
 from PIL import Image
 
-from fmnist.config import TrainConfig
-from fmnist.data import CLASSES, SHA256, class_counts, load_fashion_mnist, locate
-from fmnist.idx import read_bytes
-from fmnist.infer import predict_logits
-from fmnist.workflow import load_run_model, train_run
-
-from conftest import cli
+from fmnist.data.dataset import CLASSES, SHA256, class_counts, load_fashion_mnist, locate
+from fmnist.data.idx import read_bytes
+from fmnist.jobs.train import train_run
+from fmnist.models.forward import predict_logits
+from fmnist.run.folder import RunFolder
+from fmnist.training.config import TrainConfig
 
 pytestmark = pytest.mark.realdata
 
@@ -42,8 +42,7 @@ def test_shallow_reaches_its_accuracy_floor_at_the_study_settings(real, tmp_path
     cfg = TrainConfig(model="shallow", device="cpu", quiet=True)
     metrics = train_run(cfg, tmp_path / "run", data=real)
     assert metrics["test_accuracy"] >= 0.875
-    assert sum(r["support"] for k, r in metrics["classification_report"].items()
-               if k in ("Trouser", "Bag")) == 2000
+    assert sum(r["support"] for k, r in metrics["classification_report"].items() if k in ("Trouser", "Bag")) == 2000
 
 
 @pytest.fixture(scope="module")
@@ -66,14 +65,21 @@ def photo_like(a: np.ndarray, kind: str) -> Image.Image:
     return canvas.convert("RGB")
 
 
-@pytest.mark.parametrize("kind, fmt, agree", [
-    ("as is", "PNG", 0.97), ("as is", "JPEG", 0.95), ("inverted", "PNG", 0.97),
-    ("scaled", "PNG", 0.9), ("on a page", "JPEG", 0.9),
-])
-def test_predict_gives_test_images_as_files_the_label_the_evaluation_gives(real, deep_run, tmp_path, capsys,
-                                                                        kind, fmt, agree):
+@pytest.mark.parametrize(
+    "kind, fmt, agree",
+    [
+        ("as is", "PNG", 0.97),
+        ("as is", "JPEG", 0.95),
+        ("inverted", "PNG", 0.97),
+        ("scaled", "PNG", 0.9),
+        ("on a page", "JPEG", 0.9),
+    ],
+)
+def test_predict_gives_test_images_as_files_the_label_the_evaluation_gives(
+    real, deep_run, tmp_path, capsys, kind, fmt, agree
+):
     n = 300
-    model, cfg = load_run_model(deep_run)
+    model, cfg = RunFolder(deep_run).load_model()[:2]
     expected = predict_logits(model, real.test_images[:n], tta=cfg.tta, tta_shift=cfg.tta_shift).argmax(1)
     paths = []
     for i in range(n):

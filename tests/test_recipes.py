@@ -7,12 +7,13 @@ import shutil
 
 import pytest
 import torch
-
-from fmnist import files, train, trainer
-from fmnist.config import list_recipes, make_config, read_recipe, read_toml, to_toml
-from fmnist.errors import UsageError
-
 from conftest import cli, train_args, untimed, write_dataset
+
+from fmnist import files, stops
+from fmnist.errors import UsageError
+from fmnist.run.checkpoint import load_checkpoint
+from fmnist.training import loop as train
+from fmnist.training.config import list_recipes, make_config, read_recipe, read_toml, to_toml
 
 
 @pytest.fixture
@@ -39,8 +40,9 @@ def test_unknown_recipe_is_one_line(capsys):
 
 @pytest.mark.parametrize("name", ["fast", "best"])
 def test_recipe_smoke_run(name, data_dir, tmp_path, capsys):
-    code, out, err = cli(capsys, *train_args(data_dir, tmp_path / name, "--recipe", name, "--epochs", "2",
-                                           "--batch-size", "32"))
+    code, out, err = cli(
+        capsys, *train_args(data_dir, tmp_path / name, "--recipe", name, "--epochs", "2", "--batch-size", "32")
+    )
     assert code == 0, err
     assert "test accuracy" in out and "s of training" in out
     cfg = json.loads((tmp_path / name / "config.json").read_text())
@@ -55,8 +57,9 @@ def test_recipe_smoke_run(name, data_dir, tmp_path, capsys):
 
 
 def test_target_accuracy_stops_early_and_reports_the_time(data_dir, tmp_path, capsys):
-    code, out, err = cli(capsys, *train_args(data_dir, tmp_path / "t", "shallow", "--epochs", "5",
-                                           "--target-accuracy", "0.01"))
+    code, out, err = cli(
+        capsys, *train_args(data_dir, tmp_path / "t", "shallow", "--epochs", "5", "--target-accuracy", "0.01")
+    )
     assert code == 0, err
     assert len(files.read_csv(tmp_path / "t" / "history.csv")) == 1
     assert "reached 0.0100 at epoch 1 after" in out
@@ -65,12 +68,30 @@ def test_target_accuracy_stops_early_and_reports_the_time(data_dir, tmp_path, ca
     assert "validation accuracy 0.0100 reached" in (tmp_path / "t" / "report.html").read_text()
 
 
-FEATURES = ["--optimizer", "sgd", "--lr", "0.05", "--schedule", "linear", "--warmup", "0.2",
-            "--weight-decay", "0.01", "--label-smoothing", "0.1", "--augment", "crop,flip,erase",
-            "--ema", "0.9", "--tta", "--batch-size", "16"]
+FEATURES = [
+    "--optimizer",
+    "sgd",
+    "--lr",
+    "0.05",
+    "--schedule",
+    "linear",
+    "--warmup",
+    "0.2",
+    "--weight-decay",
+    "0.01",
+    "--label-smoothing",
+    "0.1",
+    "--augment",
+    "crop,flip,erase",
+    "--ema",
+    "0.9",
+    "--tta",
+    "--batch-size",
+    "16",
+]
 
 
-class StopAfter(trainer.StopFlag):
+class StopAfter(stops.StopFlag):
     """A stop request that arrives after a set number of steps, like a Ctrl-C mid-epoch."""
 
     steps = 0
@@ -80,21 +101,17 @@ class StopAfter(trainer.StopFlag):
         StopAfter.steps -= 1
         return StopAfter.steps < 0
 
-    @set.setter
-    def set(self, value):
-        pass
-
 
 def test_resume_mid_epoch_is_exact_with_schedule_augmentation_and_ema(data_dir, tmp_path, capsys, monkeypatch):
     assert cli(capsys, *train_args(data_dir, tmp_path / "full", "resnet_fast", "--epochs", "3", *FEATURES))[0] == 0
-    monkeypatch.setattr(trainer, "StopFlag", StopAfter)
+    monkeypatch.setattr(stops, "STOP", StopAfter())
     StopAfter.steps = 20  # 216 images, batch 16: 14 steps per epoch, so this stops in epoch 2
     code, _, err = cli(capsys, *train_args(data_dir, tmp_path / "part", "resnet_fast", "--epochs", "3", *FEATURES))
     assert code == 130 and "step 6 of epoch 2" in err
     monkeypatch.undo()
     assert cli(capsys, "resume", tmp_path / "part", "--quiet")[0] == 0
-    a = files.load_checkpoint(tmp_path / "full" / "last.pt")
-    b = files.load_checkpoint(tmp_path / "part" / "last.pt")
+    a = load_checkpoint(tmp_path / "full" / "last.pt")
+    b = load_checkpoint(tmp_path / "part" / "last.pt")
     assert "scheduler" in a and "train_model" in a
     for key in ("model", "train_model"):  # the average and the raw weights, bit for bit
         assert all(torch.equal(a[key][k], b[key][k]) for k in a[key])
@@ -109,9 +126,11 @@ def test_compile_is_timed_apart_and_leaves_the_start_unchanged(data_dir, tmp_pat
         before = copy.deepcopy(trainer.model.state_dict()), torch.get_rng_state()
         seconds = real(trainer, images, labels, batch_size)
         after = trainer.model.state_dict()
-        warmed.append(all(torch.equal(before[0][k], after[k]) for k in after)
-                      and torch.equal(before[1], torch.get_rng_state())
-                      and all(p.grad is None for p in trainer.model.parameters()))
+        warmed.append(
+            all(torch.equal(before[0][k], after[k]) for k in after)
+            and torch.equal(before[1], torch.get_rng_state())
+            and all(p.grad is None for p in trainer.model.parameters())
+        )
         return seconds
 
     # torch.compile on the CPU needs a C++ compiler: .ci/run installs one, so this runs, never skips.
@@ -134,6 +153,7 @@ def test_a_failed_compilation_warns_and_trains_eagerly(data_dir, tmp_path, capsy
     def no_compiler(model, **kwargs):
         def forward(x):
             raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\nmore detail")
+
         return forward
 
     monkeypatch.setattr(torch, "compile", no_compiler)

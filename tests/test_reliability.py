@@ -10,12 +10,13 @@ import time
 
 import pytest
 import torch
+from conftest import NanAfter, cli, train_args, untimed, write_dataset
 
 from fmnist import files
 from fmnist.errors import UsageError
-from fmnist.workflow import resume_run
-
-from conftest import NanAfter, cli, train_args, untimed, write_dataset
+from fmnist.jobs.train import resume_run
+from fmnist.run import checkpoint
+from fmnist.run.checkpoint import load_checkpoint, save_checkpoint
 
 
 @pytest.fixture
@@ -33,8 +34,12 @@ def history_without_time(run):
 
 
 def test_resumed_run_equals_uninterrupted_run(data_dir, tmp_path, capsys):
-    assert cli(capsys, *train_args(data_dir, tmp_path / "full", "deep_cnn", "--epochs", "3", "--batch-size", "16"))[0] == 0
-    assert cli(capsys, *train_args(data_dir, tmp_path / "part", "deep_cnn", "--epochs", "1", "--batch-size", "16"))[0] == 0
+    assert (
+        cli(capsys, *train_args(data_dir, tmp_path / "full", "deep_cnn", "--epochs", "3", "--batch-size", "16"))[0] == 0
+    )
+    assert (
+        cli(capsys, *train_args(data_dir, tmp_path / "part", "deep_cnn", "--epochs", "1", "--batch-size", "16"))[0] == 0
+    )
     assert cli(capsys, "resume", tmp_path / "part", "--epochs", "3", "--quiet")[0] == 0
     full, part = weights(tmp_path / "full" / "last.pt"), weights(tmp_path / "part" / "last.pt")
     assert all(torch.equal(full[k], part[k]) for k in full)  # bit for bit on CPU
@@ -48,8 +53,13 @@ def test_sigterm_saves_and_resume_matches(tmp_path, capsys):
     write_dataset(tmp_path / "data", train_per_class=400)  # epochs long enough to be caught mid-way
     args = train_args(tmp_path / "data", tmp_path / "killed", "deep_cnn", "--epochs", "4")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "fmnist", *map(str, args)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fmnist", *map(str, args)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     history = tmp_path / "killed" / "history.csv"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
@@ -58,9 +68,11 @@ def test_sigterm_saves_and_resume_matches(tmp_path, capsys):
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert "interrupted during epoch 2" in err and f"fmnist resume {tmp_path / 'killed'}" in err and "Traceback" not in err
-    saved = files.load_checkpoint(tmp_path / "killed" / "last.pt")
+    assert proc.returncode == 143, err  # 128 + SIGTERM, as a shell reports it
+    assert (
+        "interrupted during epoch 2" in err and f"fmnist resume {tmp_path / 'killed'}" in err and "Traceback" not in err
+    )
+    saved = load_checkpoint(tmp_path / "killed" / "last.pt")
     assert saved["epoch"] == 2 and 0 <= saved["partial"]["step"] < 125  # mid-epoch, at a step boundary
     assert f"step {saved['partial']['step']} of epoch 2" in err
 
@@ -80,7 +92,7 @@ def test_nan_loss_stops_loudly_and_keeps_the_last_good_checkpoint(data_dir, tmp_
     # 270 training images, batch 32: 9 steps per epoch, so step 13 is epoch 2, step 4
     assert code == 1 and "epoch 2, step 4" in err and len(err.strip().splitlines()) == 1
     run = tmp_path / "run"
-    assert files.load_checkpoint(run / "best.pt")["epoch"] == 1
+    assert load_checkpoint(run / "best.pt")["epoch"] == 1
     metrics = json.loads((run / "metrics.json").read_text())
     assert any("NaN" in d and "epoch 2, step 4" in d for d in metrics["diagnostics"])
     assert "epoch 2, step 4" in (run / "report.html").read_text()
@@ -98,7 +110,7 @@ def test_divergence_in_a_resumed_run_is_reported_too(data_dir, tmp_path, capsys,
     # resumed at epoch 2: 9 good steps there, 3 in epoch 3, then NaN at epoch 3, step 4
     assert code == 1 and "epoch 3, step 4" in err
     assert json.loads((run / "diverged.json").read_text()) == {"epoch": 3, "step": 4}
-    assert files.load_checkpoint(run / "best.pt")["epoch"] in (1, 2)
+    assert load_checkpoint(run / "best.pt")["epoch"] in (1, 2)
     metrics = json.loads((run / "metrics.json").read_text())
     assert any("epoch 3, step 4" in d for d in metrics["diagnostics"])
 
@@ -112,8 +124,22 @@ def test_a_study_reports_a_diverged_model_and_goes_on(data_dir, tmp_path, capsys
     def nan_at_once():
         return NanAfter(0)
 
-    code, out, err = cli(capsys, "study", "--models", "nan_after_12", "nan_at_once", "shallow", "--epochs", "3",
-                         "--data-dir", data_dir, "--no-verify", "--out", tmp_path / "s", "--quiet")
+    code, out, err = cli(
+        capsys,
+        "study",
+        "--models",
+        "nan_after_12",
+        "nan_at_once",
+        "shallow",
+        "--epochs",
+        "3",
+        "--data-dir",
+        data_dir,
+        "--no-verify",
+        "--out",
+        tmp_path / "s",
+        "--quiet",
+    )
     assert code == 0, err
     summary = json.loads((tmp_path / "s" / "summary.json").read_text())
     # The model that diverged after a good epoch is reported from that epoch; the one that never
@@ -134,14 +160,17 @@ def run_dir(data_dir, tmp_path, capsys):
     return tmp_path / "run"
 
 
-@pytest.mark.parametrize("damage, message", [
-    ("missing", "missing checkpoint"),
-    ("truncated", "not a readable checkpoint"),
-    ("garbage", "not a readable checkpoint"),
-    ("foreign", "not an fmnist checkpoint"),
-    ("other model", "holds a 'deep_cnn' model"),
-    ("no config", "missing file"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("missing", "missing checkpoint"),
+        ("truncated", "not a readable checkpoint"),
+        ("garbage", "not a readable checkpoint"),
+        ("foreign", "not an fmnist checkpoint"),
+        ("other model", "holds a 'deep_cnn' model"),
+        ("no config", "is not a run folder: it has no config.json"),
+    ],
+)
 def test_damaged_runs_are_one_line_errors(run_dir, tmp_path, capsys, damage, message):
     best = run_dir / "best.pt"
     if damage == "missing":
@@ -186,18 +215,21 @@ def test_crash_during_a_checkpoint_write_keeps_the_old_file(run_dir, monkeypatch
             f.write(b"half a checkpoint")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(files.torch, "save", broken_save)
+    monkeypatch.setattr(checkpoint.torch, "save", broken_save)
     with pytest.raises(OSError):
-        files.save_checkpoint(run_dir / "best.pt", {"model": {}})
+        save_checkpoint(run_dir / "best.pt", {"model": {}})
     assert (run_dir / "best.pt").read_bytes() == before
-    assert not [p for p in run_dir.iterdir() if p.name.startswith(".")]
+    assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")]
 
 
-@pytest.mark.parametrize("argv, code, message", [
-    (["shallow", "--out", "{tmp}/file/sub"], 1, "cannot write to output folder"),
-    (["shallow", "--batch-size", "100000"], 2, "larger than the"),
-    (["shallow", "--config", "{tmp}/bad.toml"], 2, "unknown config key 'learning_rate'"),
-])
+@pytest.mark.parametrize(
+    "argv, code, message",
+    [
+        (["shallow", "--out", "{tmp}/file/sub"], 1, "cannot write to output folder"),
+        (["shallow", "--batch-size", "100000"], 2, "larger than the"),
+        (["shallow", "--config", "{tmp}/bad.toml"], 2, "unknown config key 'learning_rate'"),
+    ],
+)
 def test_command_errors(data_dir, tmp_path, capsys, argv, code, message):
     (tmp_path / "file").write_text("x")
     (tmp_path / "bad.toml").write_text("learning_rate = 0.1\n")
@@ -210,17 +242,21 @@ def test_command_errors(data_dir, tmp_path, capsys, argv, code, message):
 
 def test_debug_shows_the_traceback(capsys):
     code, _, err = cli(capsys, "evaluate", "/nonexistent/run", "--debug")
-    assert code == 1 and "Traceback" in err and err.strip().endswith("does not exist (give a run folder or an .onnx file)")
+    assert (
+        code == 1 and "Traceback" in err and err.strip().endswith("does not exist (give a run folder or an .onnx file)")
+    )
 
 
-@pytest.mark.parametrize("problem, message", [("labels out of range", "outside 0-9"),
-                                              ("wrong dimensions", "not N×28×28")])
+@pytest.mark.parametrize(
+    "problem, message", [("labels out of range", "outside 0-9"), ("wrong dimensions", "not N×28×28")]
+)
 def test_bad_idx_content(tmp_path, capsys, problem, message):
     import gzip
 
     import numpy as np
 
-    from fmnist.idx import encode_idx
+    from fmnist.data.idx import encode_idx
+
     write_dataset(tmp_path / "d")
     if problem == "labels out of range":
         blob = encode_idx(np.full(200, 11, np.uint8))

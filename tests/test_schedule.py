@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from fmnist.config import TrainConfig
-from fmnist.infer import predict_logits, shift
-from fmnist.schedule import lr_factor, make_optimizer, make_scheduler
-from fmnist.trainer import make_trainer
+from fmnist.models.forward import predict_logits, shift
+from fmnist.training.config import TrainConfig
+from fmnist.training.schedule import lr_factor, make_optimizer, make_scheduler
+from fmnist.training.setup import make_trainer
 
 
 def test_warmup_is_linear_then_constant():
@@ -61,8 +61,9 @@ def test_cycles_run_the_schedule_anew():
     assert f(100) == pytest.approx(0.25)  # warm-up again: step 1 of 4
 
 
-@pytest.mark.parametrize("name, kind", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW),
-                                        ("sgd", torch.optim.SGD)])
+@pytest.mark.parametrize(
+    "name, kind", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW), ("sgd", torch.optim.SGD)]
+)
 def test_optimizers_decay_weights_not_biases_or_norms(name, kind):
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4))
     opt = make_optimizer(model, name, 0.01, weight_decay=0.1)

@@ -6,27 +6,27 @@ import io
 import json
 import os
 import struct
-import threading
 import time
 import zlib
 
 import numpy as np
 import pytest
 import torch
+from conftest import cli, start_server, train_args, write_dataset
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from PIL import Image
 
-from fmnist.cli import main
+from fmnist.cli.main import main
 from fmnist.data import CLASSES
-from fmnist.images import load_image_bytes
-from fmnist.predictors import load_predictor
+from fmnist.data.images import load_image_bytes
+from fmnist.errors import FmnistError
+from fmnist.inference.predictor import load_predictor
+from fmnist.jobs.predict import predict_files
 from fmnist.serve import Settings, create_app
-from fmnist.serve import app as server
 from fmnist.serve.load import Call, run_load
-from fmnist.workflow import predict_files
-
-from conftest import cli, start_server, train_args, write_dataset
 
 
 @pytest.fixture(scope="module")
@@ -64,14 +64,15 @@ def png(array) -> bytes:
 def garment(seed=0) -> bytes:
     rng = np.random.default_rng(seed)
     a = np.full((60, 40), 230, np.uint8)
-    a[5:55, 8 + seed % 5:30] = rng.integers(0, 90, (50, 22 - seed % 5))
+    a[5:55, 8 + seed % 5 : 30] = rng.integers(0, 90, (50, 22 - seed % 5))
     return png(a)
 
 
 def test_predict_answers_per_image_and_per_model_as_predict_does(client, runs, tmp_path):
     blobs = [garment(0), garment(3)]
-    r = client.post("/predict", params={"top_k": 4}, files=[("file", (f"g{i}.png", b, "image/png"))
-                                                           for i, b in enumerate(blobs)])
+    r = client.post(
+        "/predict", params={"top_k": 4}, files=[("file", (f"g{i}.png", b, "image/png")) for i, b in enumerate(blobs)]
+    )
     assert r.status_code == 200
     results = r.json()["results"]
     assert [x["file"] for x in results] == ["g0.png", "g1.png"]
@@ -81,7 +82,9 @@ def test_predict_answers_per_image_and_per_model_as_predict_does(client, runs, t
         for m in result["models"]:
             expected = predict_files(runs / m["name"], [tmp_path / f"g{i}.png"], 4)[0]["predictions"]
             assert [p["label"] for p in m["predictions"]] == [p["class"] for p in expected]
-            assert [p["probability"] for p in m["predictions"]] == pytest.approx([p["probability"] for p in expected], abs=1e-6)
+            assert [p["probability"] for p in m["predictions"]] == pytest.approx(
+                [p["probability"] for p in expected], abs=1e-6
+            )
             assert [p["index"] for p in m["predictions"]] == [CLASSES.index(p["label"]) for p in m["predictions"]]
         assert result["preview"].startswith("data:image/png;base64,")
         shown = Image.open(io.BytesIO(__import__("base64").b64decode(result["preview"].split(",")[1])))
@@ -93,8 +96,14 @@ def test_models_route_describes_each_model(client, runs):
     body = client.get("/models").json()
     recorded = json.loads((runs / "shallow" / "metrics.json").read_text())["test_accuracy"]
     assert body["ready"] and [m["name"] for m in body["models"]] == ["shallow", "simple_cnn"]
-    assert body["models"][0] == {"name": "shallow", "model": "shallow", "parameters": 101_770,
-                                 "test_accuracy": recorded, "backend": "onnx", "source": str(runs / "shallow")}
+    assert body["models"][0] == {
+        "name": "shallow",
+        "model": "shallow",
+        "parameters": 101_770,
+        "test_accuracy": recorded,
+        "backend": "onnx",
+        "source": str(runs / "shallow"),
+    }
 
 
 def test_open_inference_protocol_routes(client, runs):
@@ -107,8 +116,10 @@ def test_open_inference_protocol_routes(client, runs):
     x = torch.rand(3, 1, 28, 28)
     expected = load_predictor(runs / "simple_cnn").logits(x)
     for shape, data in (([3, 1, 28, 28], x.reshape(-1).tolist()), ([3, 784], x.reshape(3, 784).tolist())):
-        r = client.post("/v2/models/simple_cnn/infer", json={"id": "req-7", "inputs": [
-            {"name": "images", "shape": shape, "datatype": "FP32", "data": data}]})
+        r = client.post(
+            "/v2/models/simple_cnn/infer",
+            json={"id": "req-7", "inputs": [{"name": "images", "shape": shape, "datatype": "FP32", "data": data}]},
+        )
         assert r.status_code == 200, r.text
         out = r.json()
         assert out["model_name"] == "simple_cnn" and out["id"] == "req-7"
@@ -118,17 +129,31 @@ def test_open_inference_protocol_routes(client, runs):
 
 def infer_body(shape=(1, 784), data=None, datatype="FP32"):
     n = int(np.prod(shape))
-    return {"inputs": [{"name": "images", "shape": list(shape), "datatype": datatype,
-                        "data": data if data is not None else [0.5] * n}]}
+    return {
+        "inputs": [
+            {
+                "name": "images",
+                "shape": list(shape),
+                "datatype": datatype,
+                "data": data if data is not None else [0.5] * n,
+            }
+        ]
+    }
 
 
 def bomb_png(side=40_000) -> bytes:
     """A PNG of a few dozen bytes whose header declares side×side pixels."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     idat = zlib.compress(b"\0" * 64)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", idat)
+        + chunk(b"IEND", b"")
+    )
 
 
 BAD = [
@@ -180,7 +205,9 @@ def test_bad_input_is_a_4xx_with_a_json_error(client, what, how, arg, status, me
     elif how == "post_big":
         r = client.post("/predict", files={"file": ("x.png", os.urandom(300_000), "image/png")})
     elif how == "post_stream":  # no Content-Length: the body is counted as it arrives
-        r = client.post("/predict", content=iter([b"x" * 50_000] * 6), headers={"content-type": "multipart/form-data; boundary=b"})
+        r = client.post(
+            "/predict", content=iter([b"x" * 50_000] * 6), headers={"content-type": "multipart/form-data; boundary=b"}
+        )
     elif how == "infer":
         r = client.post("/v2/models/shallow/infer", json=arg)
     elif how == "infer_raw":
@@ -205,10 +232,16 @@ def test_no_upload_makes_a_500(client, blob, flip):
 
 
 @hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(body=st.recursive(st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=5),
-                         lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=6), kids, max_size=4)))
+@given(
+    body=st.recursive(
+        st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=5),
+        lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=6), kids, max_size=4),
+    )
+)
 def test_no_json_makes_a_500(client, body):
-    r = client.post("/v2/models/shallow/infer", content=json.dumps(body).encode(), headers={"content-type": "application/json"})
+    r = client.post(
+        "/v2/models/shallow/infer", content=json.dumps(body).encode(), headers={"content-type": "application/json"}
+    )
     assert 400 <= r.status_code < 500, r.text
 
 
@@ -223,30 +256,26 @@ def test_metrics_count_requests_by_route_and_status(client):
     assert 'fmnist_images_classified_total{model="shallow"}' in text
 
 
-def test_not_ready_until_every_model_is_loaded_and_warm(runs, monkeypatch):
-    release = threading.Event()
-    real = server.load_predictor
-
-    def slow(path, backend):
-        release.wait(30)
-        return real(path, backend)
-
-    monkeypatch.setattr(server, "load_predictor", slow)
-    with TestClient(create_app([runs / "shallow"])) as c:
-        assert c.get("/v2/health/live").status_code == 200
-        r = c.get("/v2/health/ready")
-        assert r.status_code == 503 and r.json()["ready"] is False
-        assert c.post("/predict", files={"file": ("x.png", garment(), "image/png")}).status_code == 503
-        release.set()
-        wait_ready(c)
+def test_every_model_is_loaded_and_warm_before_the_app_exists(runs, tmp_path):
+    warmed = []
+    predictor = load_predictor(runs / "shallow", "torch")
+    real = predictor.logits
+    predictor.logits = lambda x: warmed.append(len(x)) or real(x)
+    app = create_app([predictor])
+    assert warmed == [2]  # answered a warm-up batch before any request could come
+    with TestClient(app) as c:
+        assert c.get("/v2/health/ready").json() == {"ready": True}
         assert c.get("/v2/models/shallow/ready").json() == {"name": "shallow", "ready": True}
+    (tmp_path / "bad.onnx").write_bytes(b"junk")
+    with pytest.raises(FmnistError, match="not a readable ONNX model"):
+        create_app([runs / "shallow", tmp_path / "bad.onnx"])
 
 
 def test_the_page_is_served_with_everything_it_needs(client):
     r = client.get("/")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     page = r.text
-    assert "<canvas" in page and 'type="file"' in page and "fetch(\"predict?top_k=" in page
+    assert "<canvas" in page and 'type="file"' in page and 'fetch("predict?top_k=' in page
     assert "http://" not in page and "https://" not in page  # no CDN: it works offline
     assert client.get("/openapi.json").json()["paths"]["/predict"]["post"]["summary"]
 
@@ -254,7 +283,7 @@ def test_the_page_is_served_with_everything_it_needs(client):
 def test_serve_without_runs_says_what_to_do(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, _, err = cli(capsys, "serve")
-    assert code == 1 and "run 'make study' first" in err and len(err.strip().splitlines()) == 1
+    assert code == 1 and "run a study first" in err and len(err.strip().splitlines()) == 1
     code, _, err = cli(capsys, "serve", tmp_path / "nothing")
     assert code == 1 and "does not exist" in err
 
@@ -271,7 +300,9 @@ def live_server(runs, tmp_path_factory):
     (work / "runs" / "study").mkdir(parents=True)
     for name in ("shallow", "simple_cnn"):
         os.symlink(runs / name, work / "runs" / "study" / name)
-    base, proc = start_server(cwd=work)  # no arguments: it serves runs/study/*
+    models = [{"name": name, "run_dir": f"runs/study/{name}"} for name in ("shallow", "simple_cnn")]
+    (work / "runs" / "study" / "summary.json").write_text(json.dumps({"models": models}))
+    base, proc = start_server(cwd=work)  # no arguments: it serves the newest study under runs/
     yield base, proc
     proc.terminate()
     proc.wait(timeout=30)
@@ -284,24 +315,38 @@ def test_a_real_server_answers_and_survives_a_bounded_load(live_server, runs, tm
     expected = {}
     for i, blob in images.items():
         (tmp_path / f"{i}.png").write_bytes(blob)
-        expected[i] = {n: predict_files(runs / n, [tmp_path / f"{i}.png"], 1)[0]["predictions"][0]["class"] for n in names}
+        expected[i] = {
+            n: predict_files(runs / n, [tmp_path / f"{i}.png"], 1)[0]["predictions"][0]["class"] for n in names
+        }
     x = torch.rand(2, 1, 28, 28)
     logits = {n: load_predictor(runs / n).logits(x) for n in names}
 
     def good_predict(i):
         def check(status, body):
-            return status == 200 and all(m["predictions"][0]["label"] == expected[i][m["name"]]
-                                         for m in body["results"][0]["models"])
-        return Call("predict", "POST", "/predict?top_k=1", files={"file": (f"{i}.png", images[i], "image/png")},
-                    check=check)
+            return status == 200 and all(
+                m["predictions"][0]["label"] == expected[i][m["name"]] for m in body["results"][0]["models"]
+            )
+
+        return Call(
+            "predict", "POST", "/predict?top_k=1", files={"file": (f"{i}.png", images[i], "image/png")}, check=check
+        )
 
     def good_infer(n):
         def check(status, body):
             got = torch.tensor(body["outputs"][0]["data"]).reshape(2, 10) if status == 200 else None
             return got is not None and torch.allclose(got, logits[n], atol=1e-5)
-        return Call("infer", "POST", f"/v2/models/{n}/infer", check=check,
-                    json_body={"inputs": [{"name": "images", "shape": [2, 1, 28, 28], "datatype": "FP32",
-                                           "data": x.reshape(-1).tolist()}]})
+
+        return Call(
+            "infer",
+            "POST",
+            f"/v2/models/{n}/infer",
+            check=check,
+            json_body={
+                "inputs": [
+                    {"name": "images", "shape": [2, 1, 28, 28], "datatype": "FP32", "data": x.reshape(-1).tolist()}
+                ]
+            },
+        )
 
     def bad(kind, status, **kw):
         return Call(kind, check=lambda s, body: s == status and "error" in body, **kw)
@@ -309,14 +354,31 @@ def test_a_real_server_answers_and_survives_a_bounded_load(live_server, runs, tm
     calls = []
     for k in range(1600):
         i = k % 4
-        calls += [good_predict(i), good_infer(names[k % 2]),
-                  Call("ready", "GET", "/v2/health/ready", check=lambda s, b: s == 200 and b == {"ready": True})][k % 3:k % 3 + 1]
+        calls += [
+            good_predict(i),
+            good_infer(names[k % 2]),
+            Call("ready", "GET", "/v2/health/ready", check=lambda s, b: s == 200 and b == {"ready": True}),
+        ][k % 3 : k % 3 + 1]
         if k % 8 == 0:
-            calls.append(bad("bad image", 400, method="POST", path="/predict",
-                             files={"file": ("x.png", b"not an image", "image/png")}))
+            calls.append(
+                bad(
+                    "bad image",
+                    400,
+                    method="POST",
+                    path="/predict",
+                    files={"file": ("x.png", b"not an image", "image/png")},
+                )
+            )
         if k % 8 == 4:
-            calls.append(bad("bad tensor", 400, method="POST", path="/v2/models/shallow/infer",
-                             json_body={"inputs": [{"name": "images", "shape": [1, 5], "datatype": "FP32", "data": [0] * 5}]}))
+            calls.append(
+                bad(
+                    "bad tensor",
+                    400,
+                    method="POST",
+                    path="/v2/models/shallow/infer",
+                    json_body={"inputs": [{"name": "images", "shape": [1, 5], "datatype": "FP32", "data": [0] * 5}]},
+                )
+            )
     before = rss_mb(proc.pid)
     report = asyncio.run(run_load(base, calls, clients=64, time_limit=150))
     after = rss_mb(proc.pid)
@@ -327,5 +389,6 @@ def test_a_real_server_answers_and_survives_a_bounded_load(live_server, runs, tm
     assert proc.poll() is None
     # What the load did shows in the metrics.
     import httpx
+
     text = httpx.get(base + "/metrics").text
     assert 'route="/predict",status="200"' in text and 'route="/v2/models/{name}/infer",status="400"' in text

@@ -11,15 +11,14 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import cli, write_dataset
 from optuna.trial import TrialState
 
-from fmnist.config import HYPER, TrainConfig
 from fmnist.errors import UsageError
 from fmnist.sweep import study as sweep_study
 from fmnist.sweep import worker
 from fmnist.sweep.space import parse_space, read_space
-
-from conftest import cli, write_dataset
+from fmnist.training.config import HYPER, TrainConfig
 
 SPACE = """
 [fixed]
@@ -45,27 +44,47 @@ def space_file(tmp_path, epochs=2, text=SPACE):
 
 
 def sweep_args(name, tmp_path, data_dir, *extra):
-    return ["sweep", "run", name, "--dir", tmp_path / "sweeps", "--data-dir", data_dir, "--no-verify",
-            "--device", "cpu", "--quiet", *extra]
+    return [
+        "sweep",
+        "run",
+        name,
+        "--dir",
+        tmp_path / "sweeps",
+        "--data-dir",
+        data_dir,
+        "--no-verify",
+        "--device",
+        "cpu",
+        "--quiet",
+        *extra,
+    ]
 
 
 def load(name, tmp_path, storage=None):
-    return optuna.load_study(study_name=name, storage=storage or optuna.storages.journal.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(tmp_path / "sweeps" / name / "journal.log"))))
+    return optuna.load_study(
+        study_name=name,
+        storage=storage
+        or optuna.storages.journal.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(tmp_path / "sweeps" / name / "journal.log"))
+        ),
+    )
 
 
-@pytest.mark.parametrize("text, message", [
-    ("[search]\nlearning_rate = { low = 0.1, high = 1.0 }\n", "unknown training setting 'learning_rate'"),
-    ("[search]\nlr = { low = 0.1, high = 0.1 }\n", "empty range, low 0.1 is not below high 0.1"),
-    ("[search]\nlr = { low = 0.0, high = 0.1, log = true }\n", "a log range needs positive bounds"),
-    ("[search]\nepochs = { low = 1.5, high = 3 }\n", "search.epochs.low must be an int"),
-    ("[search]\nbatch_size = { choices = [] }\n", "choices must be a non-empty list"),
-    ("[search]\nbatch_size = { choices = ['big'] }\n", "'batch_size' must be int"),
-    ("[fixed]\nlr = 0.1\n[search]\nlr = { low = 0.01, high = 0.1 }\n", "'lr' is both fixed and searched"),
-    ("[fixed]\nmodel = 'shallow'\n", "needs a [search] table"),
-    ("[fixed]\ndevice = 'cpu'\n[search]\nlr = { low = 0.01, high = 0.1 }\n", "unknown training setting 'device'"),
-    ("[search]\nwarmup = { low = 0.5, high = 1.5 }\n", "warmup must lie in [0, 1]"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[search]\nlearning_rate = { low = 0.1, high = 1.0 }\n", "unknown training setting 'learning_rate'"),
+        ("[search]\nlr = { low = 0.1, high = 0.1 }\n", "empty range, low 0.1 is not below high 0.1"),
+        ("[search]\nlr = { low = 0.0, high = 0.1, log = true }\n", "a log range needs positive bounds"),
+        ("[search]\nepochs = { low = 1.5, high = 3 }\n", "search.epochs.low must be an int"),
+        ("[search]\nbatch_size = { choices = [] }\n", "choices must be a non-empty list"),
+        ("[search]\nbatch_size = { choices = ['big'] }\n", "'batch_size' must be int"),
+        ("[fixed]\nlr = 0.1\n[search]\nlr = { low = 0.01, high = 0.1 }\n", "'lr' is both fixed and searched"),
+        ("[fixed]\nmodel = 'shallow'\n", "needs a [search] table"),
+        ("[fixed]\ndevice = 'cpu'\n[search]\nlr = { low = 0.01, high = 0.1 }\n", "unknown training setting 'device'"),
+        ("[search]\nwarmup = { low = 0.5, high = 1.5 }\n", "warmup must lie in [0, 1]"),
+    ],
+)
 def test_bad_spaces_are_one_line_and_write_nothing(text, message, tmp_path, data_dir, capsys):
     path = tmp_path / "bad.toml"
     path.write_text(text)
@@ -79,7 +98,9 @@ def test_shipped_spaces_read_and_a_grid_needs_steps():
         space = read_space(name)
         assert space.search and set(space.fixed) | {p.name for p in space.search} <= set(TrainConfig.fields_of(HYPER))
         assert space.config({p.name: p.choices[0] if p.choices else p.low for p in space.search}).model
-    grid = parse_space({"search": {"warmup": {"low": 0.0, "high": 0.3, "step": 0.1}, "batch_size": {"choices": [64, 128]}}})
+    grid = parse_space(
+        {"search": {"warmup": {"low": 0.0, "high": 0.3, "step": 0.1}, "batch_size": {"choices": [64, 128]}}}
+    )
     assert [p.grid() for p in grid.search] == [[0.0, 0.1, 0.2, 0.3], [64, 128]]
     with pytest.raises(UsageError, match="a grid needs choices or a step"):
         parse_space({"search": {"lr": {"low": 0.01, "high": 0.1}}}).search[0].grid()
@@ -89,43 +110,67 @@ def test_a_sequential_sweep_with_the_same_seed_proposes_the_same_parameters(tmp_
     path = space_file(tmp_path)
     proposals = {}
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
-        assert cli(capsys, *sweep_args(name, tmp_path, data_dir, "--space", path, "--trials", "4", "--seed", str(seed)))[0] == 0
+        assert (
+            cli(capsys, *sweep_args(name, tmp_path, data_dir, "--space", path, "--trials", "4", "--seed", str(seed)))[0]
+            == 0
+        )
         proposals[name] = [t.params for t in load(name, tmp_path).trials]
     assert proposals["a"] == proposals["b"] and proposals["a"] != proposals["c"]
     attrs = load("a", tmp_path).user_attrs
     assert attrs["sampler"]["name"] == "TPESampler" and attrs["sampler"]["seed"] == 0
-    assert attrs["optuna"] == optuna.__version__ and attrs["space"]["search"]["lr"] == {"low": 0.0003, "high": 0.03, "log": True}
+    assert attrs["optuna"] == optuna.__version__ and attrs["space"]["search"]["lr"] == {
+        "low": 0.0003,
+        "high": 0.03,
+        "log": True,
+    }
 
 
 def test_a_sweep_continues_only_with_its_own_space(tmp_path, data_dir, capsys):
-    assert cli(capsys, *sweep_args("s", tmp_path, data_dir, "--space", space_file(tmp_path, 2), "--trials", "2"))[0] == 0
+    assert (
+        cli(capsys, *sweep_args("s", tmp_path, data_dir, "--space", space_file(tmp_path, 2), "--trials", "2"))[0] == 0
+    )
     journal = tmp_path / "sweeps" / "s" / "journal.log"
     before = journal.read_bytes()
-    code, _, err = cli(capsys, *sweep_args("s", tmp_path, data_dir, "--space", space_file(tmp_path, 3), "--trials", "3"))
+    code, _, err = cli(
+        capsys, *sweep_args("s", tmp_path, data_dir, "--space", space_file(tmp_path, 3), "--trials", "3")
+    )
     assert code == 2 and "sweep 's' exists with another space" in err and len(err.strip().splitlines()) == 1
     assert journal.read_bytes() == before  # nothing written to the study
     # The same space continues it to the new total.
-    assert cli(capsys, *sweep_args("s", tmp_path, data_dir, "--space", space_file(tmp_path, 2), "--trials", "3"))[0] == 0
+    assert (
+        cli(capsys, *sweep_args("s", tmp_path, data_dir, "--space", space_file(tmp_path, 2), "--trials", "3"))[0] == 0
+    )
     assert len(load("s", tmp_path).trials) == 3
 
 
 def test_an_unreachable_database_is_refused_within_seconds(tmp_path, data_dir, capsys):
     for url in ("postgresql://fmnist@127.0.0.1:1/nothing", "postgresql://fmnist@192.0.2.1:5432/nothing"):
         start = time.perf_counter()
-        code, _, err = cli(capsys, *sweep_args("s", tmp_path, data_dir, "--space", space_file(tmp_path), "--storage", url))
+        code, _, err = cli(
+            capsys, *sweep_args("s", tmp_path, data_dir, "--space", space_file(tmp_path), "--storage", url)
+        )
         assert time.perf_counter() - start < 20
-        assert code == 1 and "cannot use storage postgresql+psycopg://fmnist@" in err and len(err.strip().splitlines()) == 1, err
+        assert (
+            code == 1
+            and "cannot use storage postgresql+psycopg://fmnist@" in err
+            and len(err.strip().splitlines()) == 1
+        ), err
 
 
 def test_a_poor_trial_is_pruned_and_its_folder_says_so(tmp_path, data_dir):
-    space = parse_space({"fixed": {"model": "shallow", "epochs": 4, "batch_size": 16},
-                         "search": {"lr": {"low": 1e-7, "high": 0.05, "log": True}}})
+    space = parse_space(
+        {
+            "fixed": {"model": "shallow", "epochs": 4, "batch_size": 16},
+            "search": {"lr": {"low": 1e-7, "high": 0.05, "log": True}},
+        }
+    )
     folder = tmp_path / "sweeps" / "p"
     study = sweep_study.open_sweep("p", folder, None, space, "tpe", "median", 0)
     for lr in (0.01, 0.015, 0.02, 0.025, 0.03, 1e-7):  # five that learn, then one that cannot
         study.enqueue_trial({"lr": lr})
-    sweep = worker.Sweep(study, space, folder, 6, where={"device": "cpu", "data_dir": str(data_dir), "verify": False},
-                         quiet=True)
+    sweep = worker.Sweep(
+        study, space, folder, 6, where={"device": "cpu", "data_dir": str(data_dir), "verify": False}, quiet=True
+    )
     assert worker.run_worker(sweep) == 6
     poor = study.trials[5]
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 5 + [TrialState.PRUNED]
@@ -137,14 +182,17 @@ def test_a_poor_trial_is_pruned_and_its_folder_says_so(tmp_path, data_dir):
 
 def start_worker(name, tmp_path, data_dir, *extra):
     args = sweep_args(name, tmp_path, data_dir, *extra)
-    return subprocess.Popen([sys.executable, "-m", "fmnist", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "fmnist", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def check_parallel(name, tmp_path, data_dir, trials, *extra):
     """Two workers at once on one study: exactly `trials` trials, all complete, every folder whole."""
-    procs = [start_worker(name, tmp_path, data_dir, "--space", space_file(tmp_path, 3), "--trials", str(trials), *extra)
-             for _ in range(2)]
+    procs = [
+        start_worker(name, tmp_path, data_dir, "--space", space_file(tmp_path, 3), "--trials", str(trials), *extra)
+        for _ in range(2)
+    ]
     outputs = [p.communicate(timeout=180)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     assert not any("locked" in o or "Traceback" in o for o in outputs), outputs
@@ -204,8 +252,13 @@ def test_a_killed_workers_trial_is_failed_and_retried(tmp_path, data_dir):
 
 
 def test_the_report_tests_the_best_trial_once_and_no_other(tmp_path, data_dir, capsys):
-    assert cli(capsys, *sweep_args("r", tmp_path, data_dir, "--space", space_file(tmp_path), "--trials", "3",
-                                   "--pruner", "none"))[0] == 0
+    assert (
+        cli(
+            capsys,
+            *sweep_args("r", tmp_path, data_dir, "--space", space_file(tmp_path), "--trials", "3", "--pruner", "none"),
+        )[0]
+        == 0
+    )
     study = load("r", tmp_path)
     best = study.best_trial
     code, out, _ = cli(capsys, "sweep", "report", "r", "--dir", tmp_path / "sweeps")

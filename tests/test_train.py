@@ -4,14 +4,14 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
-from fmnist.config import TrainConfig
-from fmnist.infer import layout, predict_logits, prepare
-from fmnist.models import create_model
-from fmnist.schedule import make_optimizer
-from fmnist.train import DivergedError, fit
-
 from conftest import untimed
+
+from fmnist.models import create_model
+from fmnist.models.forward import layout, predict_logits, prepare
+from fmnist.stops import Diverged
+from fmnist.training.config import TrainConfig
+from fmnist.training.loop import fit
+from fmnist.training.schedule import make_optimizer
 
 CFG = TrainConfig(epochs=2, batch_size=16, quiet=True)
 
@@ -88,7 +88,7 @@ def test_training_learns_a_learnable_task():
 def test_nan_loss_stops_with_epoch_and_step():
     x, y = data(64)
     x[40] = float("nan")  # poisons whichever step draws image 40
-    with pytest.raises(DivergedError, match=r"epoch 1, step \d+"):
+    with pytest.raises(Diverged, match=r"epoch 1, step \d+"):
         fit(create_model("shallow"), (x, y), data(16), CFG)
 
 

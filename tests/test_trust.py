@@ -10,14 +10,14 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import NanAfter, cli, train_args, write_dataset
 from PIL import Image
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from fmnist import CLASSES, TrainConfig, build_model, files, fit, load_fashion_mnist, predict_logits, stratified_split
-from fmnist.images import load_image
-from fmnist.workflow import load_run_model
-
-from conftest import NanAfter, cli, train_args, write_dataset
+from fmnist.data.images import load_image
+from fmnist.run.checkpoint import load_checkpoint
+from fmnist.run.folder import RunFolder
 
 
 @pytest.fixture
@@ -46,23 +46,16 @@ def test_overwrite_starts_from_an_empty_folder(data_dir, tmp_path, capsys, regis
     assert read(run / "config.json")["model"] == "nan_at_once"
 
 
-def test_overwrite_refuses_a_folder_fmnist_did_not_write(data_dir, tmp_path, capsys):
-    run = tmp_path / "run"
-    assert cli(capsys, *train_args(data_dir, run, "shallow", "--epochs", "1"))[0] == 0
-    (run / "notes.txt").write_text("mine")
-    before = sorted(p.name for p in run.iterdir())
-    code, _, err = cli(capsys, *train_args(data_dir, run, "shallow", "--epochs", "1", "--overwrite"))
-    assert code == 1 and "notes.txt, which fmnist did not write" in err
-    assert sorted(p.name for p in run.iterdir()) == before
-
-
-@pytest.mark.parametrize("argv, code", [
-    (["shallow", "--whiten"], 2),  # no convolution to whiten
-    (["resnet_wide", "--whiten"], 2),  # a stem too wide to whiten
-    (["shallow", "--batch-size", "100000"], 2),
-    (["shallow", "--device", "cuda"], 1),
-    (["shallow", "--data-dir", "{tmp}/nowhere"], 1),
-])
+@pytest.mark.parametrize(
+    "argv, code",
+    [
+        (["shallow", "--whiten"], 2),  # no convolution to whiten
+        (["resnet_wide", "--whiten"], 2),  # a stem too wide to whiten
+        (["shallow", "--batch-size", "100000"], 2),
+        (["shallow", "--device", "cuda"], 1),
+        (["shallow", "--data-dir", "{tmp}/nowhere"], 1),
+    ],
+)
 def test_a_run_that_cannot_start_leaves_no_folder(data_dir, tmp_path, capsys, argv, code):
     argv = [a.format(tmp=tmp_path) for a in argv]
     args = ["train", "--out", tmp_path / "run", "--quiet", "--no-verify", *argv]
@@ -104,8 +97,7 @@ def test_a_longer_resume_runs_a_new_schedule_cycle_over_the_added_epochs(data_di
 
 def test_the_added_cycle_starts_at_its_own_rate(data_dir, tmp_path, capsys):
     rates = []
-    hook = register_optimizer_step_pre_hook(
-        lambda opt, args, kwargs: rates.append(opt.param_groups[0]["lr"]))
+    hook = register_optimizer_step_pre_hook(lambda opt, args, kwargs: rates.append(opt.param_groups[0]["lr"]))
     try:
         assert cli(capsys, *train_args(data_dir, tmp_path / "run", *COSINE, "--epochs", "1"))[0] == 0
         first = list(rates)
@@ -131,7 +123,7 @@ def test_the_same_config_gives_the_same_weights_from_the_cli_and_from_python(dat
         torch.rand(draws)  # whatever the caller draws between building and training
         fit(model, (x[train_idx], y[train_idx]), (x[val_idx], y[val_idx]), cfg)
         trained.append(model.state_dict())
-    from_cli = files.load_checkpoint(tmp_path / "cli" / "last.pt")["model"]
+    from_cli = load_checkpoint(tmp_path / "cli" / "last.pt")["model"]
     for k in from_cli:
         assert torch.equal(trained[0][k], trained[1][k]) and torch.equal(trained[0][k], from_cli[k]), k
 
@@ -175,7 +167,7 @@ def test_predict_uses_the_test_time_augmentation_the_run_was_tested_with(data_di
     Image.fromarray(np.tri(20, 12, dtype=np.uint8) * 255).save(image)  # lopsided, so mirrors matter
     code, out, _ = cli(capsys, "predict", run, image, "--json", "--top-k", "10")
     got = {p["class"]: p["probability"] for p in json.loads(out)[0]["predictions"]}
-    model, _ = load_run_model(run)
+    model, _ = RunFolder(run).load_model()[:2]
     x = load_image(image)[None]
     with_tta = predict_logits(model, x, tta=True, tta_shift=1).softmax(1)[0]
     plain = predict_logits(model, x).softmax(1)[0]

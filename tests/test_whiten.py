@@ -5,11 +5,12 @@ import pytest
 import torch
 from torch import nn
 
-from fmnist import train, trainer
-from fmnist.config import TrainConfig
 from fmnist.errors import UsageError
 from fmnist.models import create_model
 from fmnist.models.whiten import check_whitenable, first_conv, freeze_first_conv, whiten_first_conv, whitening_filters
+from fmnist.training import loop as train
+from fmnist.training import setup as trainer
+from fmnist.training.config import TrainConfig
 
 
 def correlated_images(n=400, seed=0):
@@ -19,10 +20,14 @@ def correlated_images(n=400, seed=0):
     return smooth + 0.05 * torch.rand(n, 1, 28, 28, generator=g)
 
 
-@pytest.mark.parametrize("conv", [
-    nn.Conv2d(1, 18, 3, padding=1, bias=False),  # all 9 directions of a 3×3 patch, ± each
-    nn.Conv2d(1, 8, 2, stride=2, bias=False),  # resnet_quick's and resnet_sprint's stem: all 4 of a 2×2 patch
-], ids=["3x3", "2x2-stride-2"])
+@pytest.mark.parametrize(
+    "conv",
+    [
+        nn.Conv2d(1, 18, 3, padding=1, bias=False),  # all 9 directions of a 3×3 patch, ± each
+        nn.Conv2d(1, 8, 2, stride=2, bias=False),  # resnet_quick's and resnet_sprint's stem: all 4 of a 2×2 patch
+    ],
+    ids=["3x3", "2x2-stride-2"],
+)
 def test_filters_whiten_the_patches_and_come_in_pairs(conv):
     images = correlated_images()
     w = whitening_filters(images, conv, eps=0.0)
@@ -51,8 +56,17 @@ def test_whitened_stem_stays_fixed_while_the_rest_trains(name):
     images = correlated_images(256)
     labels = torch.arange(256) % 10
     model = create_model(name)
-    cfg = TrainConfig(model=name, epochs=1, batch_size=64, whiten=True, ema=0.9, quiet=True,
-                      optimizer="adamw", weight_decay=0.1, lr=0.01)
+    cfg = TrainConfig(
+        model=name,
+        epochs=1,
+        batch_size=64,
+        whiten=True,
+        ema=0.9,
+        quiet=True,
+        optimizer="adamw",
+        weight_decay=0.1,
+        lr=0.01,
+    )
     others = [p.detach().clone() for p in model.parameters()][1:]
     train.fit(model, (images[:192], labels[:192]), (images[192:], labels[192:]), cfg)
     stem = first_conv(model)

@@ -7,7 +7,7 @@ import re
 
 import torch
 
-from .errors import FmnistError, UsageError
+from fmnist.errors import FmnistError, UsageError
 
 DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 

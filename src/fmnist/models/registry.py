@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..errors import UsageError
+from fmnist.errors import UsageError
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
 

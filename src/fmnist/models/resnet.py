@@ -15,13 +15,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .registry import register_model
+from fmnist.models.registry import register_model
 
 
 def conv_bn(c_in: int, c_out: int, kernel: int = 3, stride: int = 1, padding: int = 1) -> list[nn.Module]:
     # No conv bias: the BatchNorm that follows has its own.
-    return [nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),
-            nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+    return [
+        nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    ]
 
 
 class Residual(nn.Module):
@@ -43,14 +46,16 @@ class GlobalMaxPool(nn.Module):
         return x.flatten(2).max(dim=2, keepdim=True).values.unsqueeze(-1)
 
 
-def resnet(stem: int, widths: tuple[int, ...], blocks: tuple[int, ...], patches: bool = False,
-           first_stride: int = 1) -> nn.Sequential:
+def resnet(
+    stem: int, widths: tuple[int, ...], blocks: tuple[int, ...], patches: bool = False, first_stride: int = 1
+) -> nn.Sequential:
     """A stem conv at 28×28 and a 2×2 max-pool (or, with `patches`, a 2×2 stride-2 stem), then per
     stage a conv to `widths[i]` (the first with stride `first_stride`) and `blocks[i]` residual
     blocks, with a 2×2 max-pool between stages; global max-pool, a linear classifier."""
     # The patch stem goes from 28×28 to 14×14 in one step, over non-overlapping 2×2 patches.
-    layers: list[nn.Module] = (conv_bn(1, stem, kernel=2, stride=2, padding=0) if patches
-                               else [*conv_bn(1, stem), nn.MaxPool2d(2)])
+    layers: list[nn.Module] = (
+        conv_bn(1, stem, kernel=2, stride=2, padding=0) if patches else [*conv_bn(1, stem), nn.MaxPool2d(2)]
+    )
     c = stem
     for i, (width, n) in enumerate(zip(widths, blocks)):
         if i:

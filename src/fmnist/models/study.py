@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .registry import register_model
+from fmnist.models.registry import register_model
 
 
 def conv_relu(c_in: int, c_out: int, padding: int = 0, bn: bool = False) -> list[nn.Module]:
@@ -42,8 +42,10 @@ def simple_cnn() -> nn.Module:
 def deep_cnn() -> nn.Module:
     """Three 3×3 convs (32, 64, 128) with two max-pools, dense 128, dropout 0.5."""
     return nn.Sequential(
-        *conv_relu(1, 32), nn.MaxPool2d(2),
-        *conv_relu(32, 64), nn.MaxPool2d(2),
+        *conv_relu(1, 32),
+        nn.MaxPool2d(2),
+        *conv_relu(32, 64),
+        nn.MaxPool2d(2),
         *conv_relu(64, 128),
         *classifier(1152, 128, 10, dropout=0.5),
     )
@@ -52,12 +54,19 @@ def deep_cnn() -> nn.Module:
 @register_model
 def deeper_cnn() -> nn.Module:
     """Three same-padded conv stages with BatchNorm and dropout, dense 256 → 128."""
+
     def stage(c_in: int, c_out: int) -> list[nn.Module]:
-        return [*conv_relu(c_in, c_out, 1, bn=True), *conv_relu(c_out, c_out, 1),
-                nn.MaxPool2d(2), nn.Dropout(0.25)]
+        return [*conv_relu(c_in, c_out, 1, bn=True), *conv_relu(c_out, c_out, 1), nn.MaxPool2d(2), nn.Dropout(0.25)]
 
     return nn.Sequential(
-        *stage(1, 32), *stage(32, 64), *conv_relu(64, 128, 1, bn=True),
-        nn.Flatten(), nn.Linear(6272, 256), nn.ReLU(), nn.Dropout(0.5),
-        nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10),
+        *stage(1, 32),
+        *stage(32, 64),
+        *conv_relu(64, 128, 1, bn=True),
+        nn.Flatten(),
+        nn.Linear(6272, 256),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Linear(256, 128),
+        nn.ReLU(),
+        nn.Linear(128, 10),
     )

@@ -27,8 +27,10 @@ def check_whitenable(model: nn.Module) -> nn.Conv2d:
     conv = first_conv(model)
     out_channels, in_channels, kh, kw = conv.weight.shape
     if out_channels % 2 or out_channels // 2 > in_channels * kh * kw:
-        raise ValueError(f"cannot whiten a {kh}×{kw} convolution to {out_channels} channels: "
-                         f"needs an even count of at most {2 * in_channels * kh * kw}")
+        raise ValueError(
+            f"cannot whiten a {kh}×{kw} convolution to {out_channels} channels: "
+            f"needs an even count of at most {2 * in_channels * kh * kw}"
+        )
     return conv
 
 

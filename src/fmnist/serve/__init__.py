@@ -3,6 +3,7 @@
 Needs the `serve` extra (FastAPI, uvicorn, python-multipart, prometheus-client).
 """
 
-from .app import Settings, create_app
+from fmnist.serve.app import Settings, create_app
+from fmnist.serve.models import load_models
 
-__all__ = ["Settings", "create_app"]
+__all__ = ["Settings", "create_app", "load_models"]

@@ -8,8 +8,8 @@ import asyncio
 import json
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 
 @dataclass
@@ -43,8 +43,14 @@ async def _client(client, queue: asyncio.Queue, outcomes: list, deadline: float)
             return
         start = time.perf_counter()
         try:
-            r = await client.request(call.method, call.path, files=call.files, json=call.json_body,
-                                     content=call.content, headers=call.headers)
+            r = await client.request(
+                call.method,
+                call.path,
+                files=call.files,
+                json=call.json_body,
+                content=call.content,
+                headers=call.headers,
+            )
             try:
                 body = r.json()
             except json.JSONDecodeError:
@@ -58,6 +64,7 @@ async def _client(client, queue: asyncio.Queue, outcomes: list, deadline: float)
 async def run_load(base_url: str, calls: list[Call], clients: int = 64, time_limit: float = 120.0) -> dict:
     """Make `calls` with `clients` concurrent connections; stop at `time_limit` seconds whatever is left."""
     import httpx
+
     queue: asyncio.Queue = asyncio.Queue()
     for call in calls:
         queue.put_nowait(call)
@@ -76,12 +83,22 @@ def summarize(outcomes: list[Outcome], seconds: float, planned: int) -> dict:
     kinds = {}
     for kind, group in sorted(by_kind.items()):
         lat = sorted(o.seconds for o in group)
-        kinds[kind] = {"requests": len(group), "failed": sum(not o.ok for o in group),
-                       "statuses": dict(sorted({str(s): sum(o.status == s for o in group)
-                                                for s in {o.status for o in group}}.items())),
-                       "requests_per_second": len(group) / seconds,
-                       "p50_ms": statistics.median(lat) * 1e3,
-                       "p99_ms": lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1e3}
-    return {"planned": planned, "made": len(outcomes), "seconds": seconds,
-            "requests_per_second": len(outcomes) / seconds, "failed": sum(not o.ok for o in outcomes),
-            "errors": sorted({o.error for o in outcomes if o.error})[:5], "kinds": kinds}
+        kinds[kind] = {
+            "requests": len(group),
+            "failed": sum(not o.ok for o in group),
+            "statuses": dict(
+                sorted({str(s): sum(o.status == s for o in group) for s in {o.status for o in group}}.items())
+            ),
+            "requests_per_second": len(group) / seconds,
+            "p50_ms": statistics.median(lat) * 1e3,
+            "p99_ms": lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1e3,
+        }
+    return {
+        "planned": planned,
+        "made": len(outcomes),
+        "seconds": seconds,
+        "requests_per_second": len(outcomes) / seconds,
+        "failed": sum(not o.ok for o in outcomes),
+        "errors": sorted({o.error for o in outcomes if o.error})[:5],
+        "kinds": kinds,
+    }

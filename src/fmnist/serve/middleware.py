@@ -10,9 +10,17 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 async def send_error(send, status: int, message: str) -> None:
     body = json.dumps({"error": message}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -69,14 +77,20 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("fmnist_http_requests", "HTTP requests answered",
-                                ["route", "method", "status"], registry=self.registry)
-        self.latency = Histogram("fmnist_http_request_duration_seconds", "time to answer a request",
-                                 ["route"], registry=self.registry,
-                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self.requests = Counter(
+            "fmnist_http_requests", "HTTP requests answered", ["route", "method", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "fmnist_http_request_duration_seconds",
+            "time to answer a request",
+            ["route"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
         self.in_flight = Gauge("fmnist_http_requests_in_flight", "requests being answered", registry=self.registry)
-        self.images = Counter("fmnist_images_classified", "images classified, by model", ["model"],
-                              registry=self.registry)
+        self.images = Counter(
+            "fmnist_images_classified", "images classified, by model", ["model"], registry=self.registry
+        )
 
 
 class MetricsMiddleware:

@@ -9,9 +9,10 @@ import io
 import warnings
 from pathlib import Path
 
-from ..errors import FmnistError
-from ..files import write_bytes, write_text
-from ..report import html_page, html_table, md_table
+from fmnist.errors import FmnistError
+from fmnist.files import write_bytes, write_text
+from fmnist.reports.html import html_page, html_table, md_table
+from fmnist.run.folder import RunFolder
 
 ORDER = {"COMPLETE": 0, "PRUNED": 1, "RUNNING": 2, "WAITING": 3, "FAIL": 4}
 
@@ -22,10 +23,19 @@ def trial_rows(study) -> list[dict]:
     rows = []
     for t in study.get_trials(deepcopy=False):
         last = t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None
-        rows.append({"number": t.number, "state": t.state.name, "value": t.value, "last_value": last,
-                     "epochs": t.user_attrs.get("epochs", len(t.intermediate_values)),
-                     "seconds": t.user_attrs.get("seconds"), "params": dict(t.params),
-                     "run_dir": t.user_attrs.get("run_dir"), "note": t.user_attrs.get("failed", "")})
+        rows.append(
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "value": t.value,
+                "last_value": last,
+                "epochs": t.user_attrs.get("epochs", len(t.intermediate_values)),
+                "seconds": t.user_attrs.get("seconds"),
+                "params": dict(t.params),
+                "run_dir": t.user_attrs.get("run_dir"),
+                "note": t.user_attrs.get("failed", ""),
+            }
+        )
     return sorted(rows, key=lambda r: (ORDER.get(r["state"], 5), -(r["value"] or r["last_value"] or 0), r["number"]))
 
 
@@ -39,20 +49,30 @@ def status_table(study) -> tuple[list[str], list[list[str]]]:
     rows = trial_rows(study)
     names = sorted({k for r in rows for k in r["params"]})
     header = ["trial", "state", "val accuracy", "epochs", "seconds", *names]
+
     def value(r: dict) -> str:
         if r["value"] is not None:
             return f"{r['value']:.4f}"
         return f"({r['last_value']:.4f})" if r["last_value"] else "-"
 
-    body = [[str(r["number"]), r["state"], value(r),
-             str(r["epochs"]), f"{r['seconds']:.1f}" if r["seconds"] else "-",
-             *[_fmt(r["params"].get(n, "-")) for n in names]] for r in rows]
+    body = [
+        [
+            str(r["number"]),
+            r["state"],
+            value(r),
+            str(r["epochs"]),
+            f"{r['seconds']:.1f}" if r["seconds"] else "-",
+            *[_fmt(r["params"].get(n, "-")) for n in names],
+        ]
+        for r in rows
+    ]
     return header, body
 
 
 def _png(plot, study) -> bytes | None:
     """One of Optuna's matplotlib plots as PNG bytes (None where it cannot be drawn yet)."""
     import matplotlib.pyplot as plt  # Optuna's plots are drawn with pyplot
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -66,52 +86,58 @@ def _png(plot, study) -> bytes | None:
     return buf.getvalue()
 
 
-def best_test_accuracy(study) -> dict:
-    """The best trial's test accuracy, from its run folder: evaluated once (recorded in the study),
-    and only for that trial; no other trial's test figure is ever computed."""
-    from ..workflow import evaluate_run
-    best = study.best_trial
+def ended(study) -> bool:
+    """Whether the sweep is over: no trial running or queued, and as many finished as it asked for."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    held = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    busy = any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)
+    return not busy and held >= study.user_attrs.get("trials", 0)
+
+
+def best_test_accuracy(study, data_dir: str | None = None, verify: bool | None = None) -> dict | None:
+    """The test accuracy of the best trial once the sweep has ended: evaluated once (recorded in
+    the study), for that trial alone; no other trial's test figure is ever computed. None while
+    the sweep is still going (a then-best trial would get a test figure it may not keep)."""
+    from fmnist.jobs.evaluate import evaluate_run
+
     recorded = study.user_attrs.get("test")
-    if recorded and recorded.get("trial") == best.number:
+    if recorded:  # the one test figure this sweep gets, even if a later extension found a better trial
         return recorded
-    run_dir = Path(best.user_attrs.get("run_dir", ""))
-    if not (run_dir / "best.pt").is_file():
-        raise FmnistError(f"trial {best.number}'s run folder {run_dir} is not on this machine: "
-                          "make the report where that trial ran")
-    metrics = evaluate_run(run_dir)
-    record = {"trial": best.number, "run_dir": str(run_dir), "test_accuracy": metrics["test_accuracy"],
-              "val_accuracy": best.value}
+    if not ended(study):
+        return None
+    best = study.best_trial
+    run = RunFolder(best.user_attrs.get("run_dir", ""))
+    if not run.has_checkpoint():
+        raise FmnistError(
+            f"trial {best.number}'s run folder {run} is not on this machine: make the report where that trial ran"
+        )
+    metrics = evaluate_run(run, data_dir=data_dir, verify=verify)
+    record = {
+        "trial": best.number,
+        "run_dir": str(run.path),
+        "test_accuracy": metrics["test_accuracy"],
+        "val_accuracy": best.value,
+    }
     study.set_user_attr("test", record)
     return record
 
 
-def write_report(study, folder: Path) -> dict:
-    """report.md and a self-contained report.html in the sweep's folder."""
+def write_report(study, folder: Path, data_dir: str | None = None, verify: bool | None = None) -> dict:
+    """report.md and a self-contained report.html in the sweep's folder; returns the best trial's
+    figures (its test accuracy None while the sweep is still going)."""
     from optuna.trial import TrialState
-    from optuna.visualization import matplotlib as plots
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not complete:
+
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         raise FmnistError(f"sweep {study.study_name!r} has no complete trial yet")
-    test = best_test_accuracy(study)
+    best, test = study.best_trial, best_test_accuracy(study, data_dir, verify)
     header, body = status_table(study)
-    counts = {s: sum(r[1] == s for r in body) for s in ORDER if any(r[1] == s for r in body)}
-    attrs = study.user_attrs
-    summary = [["best trial", f"{test['trial']} ({test['run_dir']})"],
-               ["its validation accuracy", f"{test['val_accuracy']:.4f}"],
-               ["its test accuracy (evaluated once, on this trial alone)", f"{test['test_accuracy']:.4f}"],
-               ["its parameters", ", ".join(f"{k}={_fmt(v)}" for k, v in study.best_trial.params.items())],
-               ["trials", ", ".join(f"{n} {s.lower()}" for s, n in counts.items())],
-               ["sampler", str(attrs.get("sampler"))], ["pruner", str(attrs.get("pruner"))],
-               ["Optuna / fmnist", f"{attrs.get('optuna')} / {attrs.get('fmnist')}"]]
-    figures = [("history.png", "Optimisation history (validation accuracy)", plots.plot_optimization_history),
-               ("importances.png", "Parameter importances", plots.plot_param_importances),
-               ("slices.png", "Validation accuracy by parameter", plots.plot_slice)]
-    md = [f"# fmnist sweep {study.study_name}", "", "Every figure is validation accuracy, except the best trial's "
-          "test accuracy, measured once on that trial alone.", "", md_table(["", ""], summary), ""]
-    body_html = ("<p>Every figure is validation accuracy, except the best trial's test accuracy.</p>"
-                 + html_table(["", ""], summary))
-    for file, title, plot in figures:
-        png = _png(plot, study)
+    summary = summary_rows(study, best, test, body)
+    md = [f"# fmnist sweep {study.study_name}", "", f"{NOTE}, measured once on that trial alone.", ""]
+    md += [md_table(["", ""], summary), ""]
+    body_html = f"<p>{NOTE}.</p>" + html_table(["", ""], summary)
+    for file, title, png in figures(study):
         if png is None:
             md += [f"## {title}", "", "(not enough complete trials to draw it yet)", ""]
             continue
@@ -123,4 +149,46 @@ def write_report(study, folder: Path) -> dict:
     body_html += f"<h2>Trials</h2>{html_table(header, body)}"
     write_text(folder / "report.md", "\n".join(md))
     write_text(folder / "report.html", html_page(f"fmnist sweep {study.study_name}", body_html))
-    return test
+    tested = test["test_accuracy"] if test and test["trial"] == best.number else None
+    return {"trial": best.number, "val_accuracy": best.value, "test_accuracy": tested, "test": test}
+
+
+NOTE = "Every figure is validation accuracy, except the best trial's test accuracy"
+
+
+def summary_rows(study, best, test: dict | None, body: list[list[str]]) -> list[list[str]]:
+    """The report's summary table: the best trial, its figures, the trials' states, the settings."""
+    counts = {s: sum(r[1] == s for r in body) for s in ORDER if any(r[1] == s for r in body)}
+    attrs = study.user_attrs
+    return [
+        ["best trial", f"{best.number} ({best.user_attrs.get('run_dir')})"],
+        ["its validation accuracy", f"{best.value:.4f}"],
+        ["its test accuracy (evaluated once, on this trial alone)", _test_text(test, best.number)],
+        ["its parameters", ", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items())],
+        ["trials", ", ".join(f"{n} {s.lower()}" for s, n in counts.items())],
+        ["sampler", str(attrs.get("sampler"))],
+        ["pruner", str(attrs.get("pruner"))],
+        ["Optuna / fmnist", f"{attrs.get('optuna')} / {attrs.get('fmnist')}"],
+    ]
+
+
+def figures(study) -> list[tuple[str, str, bytes | None]]:
+    """Optuna's plots of the sweep: (file name, title, PNG bytes or None where not drawable yet)."""
+    from optuna.visualization import matplotlib as plots
+
+    return [
+        ("history.png", "Optimisation history (validation accuracy)", _png(plots.plot_optimization_history, study)),
+        ("importances.png", "Parameter importances", _png(plots.plot_param_importances, study)),
+        ("slices.png", "Validation accuracy by parameter", _png(plots.plot_slice, study)),
+    ]
+
+
+def _test_text(test: dict | None, best: int) -> str:
+    if test is None:
+        return "not yet: taken once, when the sweep has ended"
+    if test["trial"] != best:
+        return (
+            f"not taken: the sweep's one test figure went to trial {test['trial']} ({test['test_accuracy']:.4f}), "
+            "the best when it ended first"
+        )
+    return f"{test['test_accuracy']:.4f}"

@@ -21,8 +21,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..config import HYPER, TrainConfig, check_types, field_types, make_config
-from ..errors import UsageError
+from fmnist.errors import UsageError
+from fmnist.training.config import HYPER, TrainConfig, check_types, field_types, make_config
 
 RANGE_KEYS = {"low", "high", "log", "step"}
 
@@ -39,11 +39,13 @@ class Param:
 
     def distribution(self):
         import optuna
+
         if self.kind == "categorical":
             return optuna.distributions.CategoricalDistribution(list(self.choices))
         if self.kind == "int":
-            return optuna.distributions.IntDistribution(int(self.low), int(self.high), log=self.log,
-                                                        step=int(self.step or 1))
+            return optuna.distributions.IntDistribution(
+                int(self.low), int(self.high), log=self.log, step=int(self.step or 1)
+            )
         return optuna.distributions.FloatDistribution(self.low, self.high, log=self.log, step=self.step)
 
     def grid(self) -> list:
@@ -116,8 +118,14 @@ def _param(name: str, spec: Any, want: Any) -> Param:
     for value in (low, high):
         check_types({name: value})
         make_config({name: float(value) if want is float else value})  # the field's own limits
-    return Param(name, "int" if want is int else "float", float(low) if want is float else low,
-                 float(high) if want is float else high, log, step)
+    return Param(
+        name,
+        "int" if want is int else "float",
+        float(low) if want is float else low,
+        float(high) if want is float else high,
+        log,
+        step,
+    )
 
 
 def parse_space(values: dict[str, Any], name: str = "space") -> Space:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
-from ..errors import FmnistError
+from fmnist.errors import FmnistError
 
 CONNECT_TIMEOUT = 5  # seconds to reach a database before saying it cannot be reached
 
@@ -30,10 +30,12 @@ def open_storage(url: str | None, folder: Path):
     """The Optuna storage: the journal file `folder/journal.log`, or the database at `url` (refused in
     one line, within a few seconds, when it cannot be reached)."""
     import optuna
+
     if url is None:
         folder.mkdir(parents=True, exist_ok=True)
         return optuna.storages.journal.JournalStorage(
-            optuna.storages.journal.JournalFileBackend(str(folder / "journal.log")))
+            optuna.storages.journal.JournalFileBackend(str(folder / "journal.log"))
+        )
     url = sqlalchemy_url(url)
     kwargs = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT}} if url.startswith("postgresql") else {}
     try:
@@ -69,15 +71,19 @@ def study_lock(url: str | None, folder: Path, name: str) -> Iterator[None]:
         yield
         return
     import sqlalchemy
+
     key = int.from_bytes(hashlib.sha256(f"fmnist-sweep:{name}".encode()).digest()[:8], "big", signed=True)
-    engine = sqlalchemy.create_engine(sqlalchemy_url(url), connect_args={"connect_timeout": CONNECT_TIMEOUT},
-                                      poolclass=sqlalchemy.pool.NullPool)
+    engine = sqlalchemy.create_engine(
+        sqlalchemy_url(url), connect_args={"connect_timeout": CONNECT_TIMEOUT}, poolclass=sqlalchemy.pool.NullPool
+    )
     try:
         try:
             conn = engine.connect()
         except sqlalchemy.exc.SQLAlchemyError as e:
-            raise FmnistError(f"cannot use storage {redact(sqlalchemy_url(url))}: "
-                              f"{str(e.orig if hasattr(e, 'orig') else e).strip().splitlines()[0]}") from None
+            raise FmnistError(
+                f"cannot use storage {redact(sqlalchemy_url(url))}: "
+                f"{str(e.orig if hasattr(e, 'orig') else e).strip().splitlines()[0]}"
+            ) from None
         with conn:
             conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
             try:

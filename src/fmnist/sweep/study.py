@@ -7,10 +7,10 @@ import logging
 import warnings
 from pathlib import Path
 
-from .. import __version__
-from ..errors import FmnistError, UsageError
-from .space import Space
-from .storage import open_storage, redact, study_lock
+from fmnist import __version__
+from fmnist.errors import FmnistError, UsageError
+from fmnist.sweep.space import Space
+from fmnist.sweep.storage import open_storage, redact, study_lock
 
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "hyperband", "none")
@@ -19,6 +19,7 @@ PRUNERS = ("median", "hyperband", "none")
 def quiet_optuna() -> None:
     """Optuna logs every trial at INFO and warns of experimental features; fmnist prints its own line."""
     import optuna
+
     optuna.logging.set_verbosity(logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
@@ -31,15 +32,24 @@ def make_sampler(name: str, seed: int, space: Space):
     (see `sampler_for`), so a sequential sweep proposes the same parameters again, and parallel
     workers, proposing at different counts, do not propose the same ones."""
     import optuna
+
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed), {"name": "TPESampler", "seed": seed, "seeding": SEEDING,
-                                                       "n_startup_trials": 10}
+        return optuna.samplers.TPESampler(seed=seed), {
+            "name": "TPESampler",
+            "seed": seed,
+            "seeding": SEEDING,
+            "n_startup_trials": 10,
+        }
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed), {"name": "RandomSampler", "seed": seed, "seeding": SEEDING}
     if name == "grid":
         grid = {p.name: p.grid() for p in space.search}
-        return optuna.samplers.GridSampler(grid, seed=seed), {"name": "GridSampler", "seed": seed, "seeding": SEEDING,
-                                                             "grid": grid}
+        return optuna.samplers.GridSampler(grid, seed=seed), {
+            "name": "GridSampler",
+            "seed": seed,
+            "seeding": SEEDING,
+            "grid": grid,
+        }
     raise UsageError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {name!r}")
 
 
@@ -50,9 +60,13 @@ def sampler_for(name: str, seed: int, space: Space):
 
 def make_pruner(name: str):
     import optuna
+
     if name == "median":  # from a trial's second epoch on, stop it below the median of earlier trials there
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2), {
-            "name": "MedianPruner", "n_startup_trials": 5, "n_warmup_steps": 2}
+            "name": "MedianPruner",
+            "n_startup_trials": 5,
+            "n_warmup_steps": 2,
+        }
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1), {"name": "HyperbandPruner", "min_resource": 1}
     if name == "none":
@@ -60,15 +74,25 @@ def make_pruner(name: str):
     raise UsageError(f"--pruner must be one of {', '.join(PRUNERS)}, got {name!r}")
 
 
-def open_sweep(name: str, folder: Path, storage_url: str | None, space: Space | None = None,
-               sampler: str = "tpe", pruner: str = "median", seed: int = 0):
+def open_sweep(
+    name: str,
+    folder: Path,
+    storage_url: str | None,
+    space: Space | None = None,
+    sampler: str = "tpe",
+    pruner: str = "median",
+    seed: int = 0,
+):
     """The study `name`: created with this space, sampler, pruner and seed, or continued when its
     record says the same. Without `space`, an existing study is opened to read (status, report).
     A study that exists with other settings is refused before anything is written."""
     import optuna
+
     quiet_optuna()
-    missing = (f"no sweep named {name!r} in {redact(storage_url or str(folder))} "
-               f"(start one: fmnist sweep run {name} --space ...)")
+    missing = (
+        f"no sweep named {name!r} in {redact(storage_url or str(folder))} "
+        f"(start one: fmnist sweep run {name} --space ...)"
+    )
     if space is None:
         if storage_url is None and not (folder / "journal.log").is_file():
             raise FmnistError(missing)
@@ -84,14 +108,17 @@ def open_sweep(name: str, folder: Path, storage_url: str | None, space: Space | 
         try:
             study = optuna.load_study(study_name=name, storage=storage, sampler=the_sampler, pruner=the_pruner)
         except KeyError:
-            study = optuna.create_study(study_name=name, storage=storage, direction="maximize",
-                                        sampler=the_sampler, pruner=the_pruner)
+            study = optuna.create_study(
+                study_name=name, storage=storage, direction="maximize", sampler=the_sampler, pruner=the_pruner
+            )
             for key, value in {**record, "optuna": optuna.__version__, "fmnist": __version__}.items():
                 study.set_user_attr(key, value)
             return study
     recorded = {k: study.user_attrs.get(k) for k in record}
     for key in record:
         if recorded[key] != record[key]:
-            raise UsageError(f"sweep {name!r} exists with another {key} ({recorded[key]!r}, not {record[key]!r}); "
-                             "continue it with the same settings or start a sweep of another name")
+            raise UsageError(
+                f"sweep {name!r} exists with another {key} ({recorded[key]!r}, not {record[key]!r}); "
+                "continue it with the same settings or start a sweep of another name"
+            )
     return study

@@ -13,19 +13,20 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from tqdm import tqdm
 
-from ..data import FashionMNIST
-from ..errors import FmnistError
-from ..files import write_json
-from ..runs import load_data
-from ..train import DivergedError
-from ..workflow import fit_run, start_run
-from .space import Space
-from .storage import study_lock
+from fmnist import stops
+from fmnist.data import FashionMNIST
+from fmnist.errors import FmnistError
+from fmnist.jobs.train import fit_run, start_run
+from fmnist.run.folder import RunFolder, load_data
+from fmnist.stops import Diverged, Interrupted, Pruned
+from fmnist.sweep.space import Space
+from fmnist.sweep.storage import study_lock
 
 STALE_BEATS = 4  # heartbeats missed before a running trial counts as dead
 
@@ -54,6 +55,7 @@ def fail_stale(sweep: Sweep) -> list[int]:
     (call under the study lock, so two workers never retry the same trial)."""
     import optuna
     from optuna.trial import TrialState
+
     now, retried = time.time(), []
     for t in sweep.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         beat = t.user_attrs.get("heartbeat", t.datetime_start.timestamp() if t.datetime_start else now)
@@ -67,9 +69,9 @@ def fail_stale(sweep: Sweep) -> list[int]:
         except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
             continue  # it finished meanwhile
         sweep.study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
-        folder = trial_dir(sweep.folder, t.number)
-        if folder.is_dir():  # on this machine: the folder says so too
-            write_json(folder / "failed.json", {"reason": "its worker stopped beating", "retried": True})
+        folder = RunFolder(trial_dir(sweep.folder, t.number))
+        if folder.path.is_dir():  # on this machine: the folder says so too
+            folder.mark("failed", {"reason": "its worker stopped beating", "retried": True})
         retried.append(t.number)
     return retried
 
@@ -79,7 +81,8 @@ def next_trial(sweep: Sweep):
     `trials` (failures aside). None once it is full and no other worker's trial is still running:
     while one is, this worker waits, so that it can retry that trial if its worker dies."""
     from optuna.trial import TrialState
-    while True:
+
+    while not stops.STOP.set:
         with study_lock(sweep.storage_url, sweep.folder, sweep.study.study_name):
             fail_stale(sweep)
             trials = sweep.study.get_trials(deepcopy=False)
@@ -94,6 +97,7 @@ def next_trial(sweep: Sweep):
             if not any(t.state == TrialState.RUNNING for t in trials):
                 return None
         time.sleep(sweep.heartbeat)
+    return None
 
 
 class Heartbeat:
@@ -106,6 +110,7 @@ class Heartbeat:
 
     def run(self) -> None:
         import optuna
+
         while not self.stop.wait(self.sweep.heartbeat):
             try:
                 trial_id = self.trial_id
@@ -129,10 +134,11 @@ class Heartbeat:
 
 
 def run_trial(sweep: Sweep, trial, data: FashionMNIST) -> None:
-    """Train the trial's run folder, report each epoch, and tell the study how it ended."""
-    import optuna
+    """Train the trial's run folder, report each epoch, and tell the study how it ended. Asked to
+    stop (Ctrl-C, SIGTERM), it leaves the trial to be retried by the next worker and re-raises."""
     from optuna.trial import TrialState
-    study, storage = sweep.study, sweep.study._storage
+
+    storage = sweep.study._storage
     out = trial_dir(sweep.folder, trial.number)
     cfg = sweep.space.config(trial.params, quiet=True, **sweep.where)
     storage.set_trial_user_attr(trial._trial_id, "run_dir", str(out))
@@ -142,38 +148,73 @@ def run_trial(sweep: Sweep, trial, data: FashionMNIST) -> None:
         epochs.append(row["val_accuracy"])
         trial.report(row["val_accuracy"], int(row["epoch"]))
         if row["epoch"] < cfg.epochs and trial.should_prune():  # after the last epoch it is complete
-            write_json(out / "pruned.json", {"epoch": int(row["epoch"]), "val_accuracy": row["val_accuracy"],
-                                             "reason": "the pruner stopped it: below the other trials at this epoch"})
-            raise optuna.TrialPruned()
+            raise Pruned(int(row["epoch"]))
 
+    prepared = None
     try:
-        fit_run(start_run(cfg, out, overwrite=True, data=data), cfg, on_epoch=on_epoch)
-    except optuna.TrialPruned:
+        prepared = start_run(cfg, out, overwrite=True, data=data)
+        fit_run(prepared, cfg, on_epoch=on_epoch)
+    except Pruned as e:
+        prepared.folder.mark(
+            "pruned",
+            {
+                "epoch": e.epoch,
+                "val_accuracy": epochs[-1],
+                "reason": "the pruner stopped it: below the other trials at this epoch",
+            },
+        )
         state, value = TrialState.PRUNED, None
-    except (DivergedError, FmnistError) as e:
+    except Interrupted:
+        retry(sweep, trial, "its worker was asked to stop")
+        raise
+    except (Diverged, FmnistError) as e:
         storage.set_trial_user_attr(trial._trial_id, "failed", str(e))
         state, value = TrialState.FAIL, None
     else:
         state, value = TrialState.COMPLETE, max(epochs)
-    storage.set_trial_user_attr(trial._trial_id, "epochs", len(epochs))
-    storage.set_trial_user_attr(trial._trial_id, "seconds", time.perf_counter() - start)
-    study.tell(trial, value, state=state)
+    finish(sweep, trial, state, value, len(epochs), time.perf_counter() - start)
+
+
+def retry(sweep: Sweep, trial, reason: str) -> None:
+    """End a trial that was not allowed to finish as failed, and queue its parameters again."""
+    from optuna.trial import TrialState
+
+    with study_lock(sweep.storage_url, sweep.folder, sweep.study.study_name):
+        sweep.study._storage.set_trial_user_attr(trial._trial_id, "failed", reason)
+        sweep.study.tell(trial, None, state=TrialState.FAIL)
+        sweep.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+    folder = RunFolder(trial_dir(sweep.folder, trial.number))
+    if folder.path.is_dir():
+        folder.mark("failed", {"reason": reason, "retried": True})
+
+
+def finish(sweep: Sweep, trial, state, value: float | None, epochs: int, seconds: float) -> None:
+    """Tell the study how a trial ended, and say so in a line."""
+    storage = sweep.study._storage
+    storage.set_trial_user_attr(trial._trial_id, "epochs", epochs)
+    storage.set_trial_user_attr(trial._trial_id, "seconds", seconds)
+    sweep.study.tell(trial, value, state=state)
     if not sweep.quiet:
         shown = f"validation {value:.4f}" if value is not None else state.name.lower()
-        tqdm.write(f"trial {trial.number}: {shown} after {len(epochs)} epoch(s), "
-                   + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items()))
+        tqdm.write(
+            f"trial {trial.number}: {shown} after {epochs} epoch(s), "
+            + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
+        )
 
 
 def run_worker(sweep: Sweep) -> int:
-    """Run trials until the study holds `sweep.trials`; returns how many this worker ran."""
+    """Run trials until the study holds `sweep.trials`; returns how many this worker ran. Ctrl-C
+    or SIGTERM stops it between steps or trials (Interrupted), its trial queued to be retried."""
     data = load_data(sweep.space.config({}, **sweep.where))
     done = 0
-    with Heartbeat(sweep) as beat:
-        while (trial := next_trial(sweep)) is not None:
+    with stops.STOP.catching(), Heartbeat(sweep) as beat:
+        while not stops.STOP.set and (trial := next_trial(sweep)) is not None:
             beat.trial_id = trial._trial_id
             try:
                 run_trial(sweep, trial, data)
             finally:
                 beat.trial_id = None
             done += 1
+        if stops.STOP.set:
+            raise Interrupted(stops.STOP.signum)
     return done

@@ -1,0 +1,99 @@
+"""The parser's shared parts: a parser that fails in one line, the data flags, and the flags that
+map one-to-one onto TrainConfig's fields."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from fmnist.errors import UsageError
+from fmnist.training.config import (
+    HYPER,
+    RUN,
+    TrainConfig,
+    field_types,
+    list_recipes,
+    make_config,
+    read_recipe,
+    read_toml,
+)
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not usage + message
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def add_data_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="folder with the four Fashion-MNIST files (default: discover)")
+    p.add_argument(
+        "--no-verify",
+        dest="verify",
+        action="store_const",
+        const=False,
+        help="use data files whose SHA-256 does not match (explicit opt-in; a warning says so)",
+    )
+
+
+def _default_text(value) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return repr(value) if value == "" else str(value)
+
+
+def add_config_flags(
+    p: argparse.ArgumentParser,
+    names: list[str],
+    training: str = "training (any recipe or --config value is overridden by these)",
+) -> None:
+    """One flag per TrainConfig field in `names`, its help and default read from the field; a flag
+    not given stays None, so the recipe, the config file and the defaults below it keep their say."""
+    types = field_types()
+    groups = {HYPER: p.add_argument_group(training), RUN: p.add_argument_group("where and how it runs")}
+    for f in dataclasses.fields(TrainConfig):
+        if f.name not in names:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        text = f"{f.metadata['help']} (default {_default_text(f.default)})"
+        if types[f.name] is bool:
+            groups[f.metadata["kind"]].add_argument(flag, action=argparse.BooleanOptionalAction, help=text)
+        else:
+            metavar = {int: "N", float: "X"}.get(types[f.name], f.name.upper())
+            groups[f.metadata["kind"]].add_argument(flag, type=types[f.name], metavar=metavar, help=text)
+
+
+def add_train_flags(p: argparse.ArgumentParser) -> None:
+    """The config's flags (all but the model, which each command names its own way), the recipe and
+    config file they override, and the output folder."""
+    p.add_argument(
+        "--recipe",
+        choices=list_recipes(),
+        help="start from a shipped recipe (config file); --config and flags override it",
+    )
+    p.add_argument("--config", metavar="FILE.toml", help="TOML file of config keys; flags override it")
+    add_config_flags(p, [n for n in TrainConfig.fields_of(HYPER, RUN) if n != "model"])
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an output folder that fmnist wrote (the files it recorded writing are removed first)",
+    )
+
+
+def given_flags(args: argparse.Namespace) -> dict:
+    """The TrainConfig fields among the parsed flags (None where a flag was not given)."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+
+
+def config_layers(args: argparse.Namespace, **fixed) -> list[dict]:
+    """Lowest first: the recipe, the config file, the flags given, then `fixed` (None where not given)."""
+    return [
+        read_recipe(args.recipe) if args.recipe else {},
+        read_toml(args.config) if args.config else {},
+        given_flags(args),
+        fixed,
+    ]
+
+
+def config_from(args: argparse.Namespace, **fixed) -> TrainConfig:
+    """Defaults, then the recipe, then the config file, then the flags given."""
+    return make_config(*config_layers(args, **fixed))

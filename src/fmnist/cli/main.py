@@ -1,0 +1,66 @@
+"""The `fmnist` command: the parser built from each command group's module, and main(), which
+turns a user's error or a stop into one stderr line and an exit code.
+
+    fmnist study                  # train and compare the four models, write the report
+    fmnist train deep_cnn --epochs 10 --out runs/deep
+    fmnist predict runs/deep shirt.jpg
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+
+from fmnist.cli import data, serve, sweep, train, use
+from fmnist.cli.flags import Parser
+from fmnist.errors import FmnistError
+from fmnist.stops import Stop
+from fmnist.training import distributed
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="fmnist", description="Train, compare and use Fashion-MNIST classifiers.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for group in (data, train, use, serve, sweep):  # the order of `fmnist --help`
+        group.add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]  # accepted anywhere on the line
+    where = distributed.from_environment().where()  # "[process 1 of 2] " under torchrun
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except FmnistError as e:
+        return fail(f"fmnist: error: {where}{e}", e.exit_code, debug)
+    except Stop as e:
+        return fail(f"fmnist: {where}{e}", e.exit_code, debug)
+    except RuntimeError as e:
+        if not where or not distributed.is_group_failure(e):
+            raise
+        return fail(
+            f"fmnist: error: {where}another process of the run failed or stopped, so this one stops "
+            f"too ({str(e).strip().splitlines()[0]})",
+            1,
+            debug,
+        )
+    except KeyboardInterrupt:
+        return fail(f"fmnist: {where}interrupted", 130, debug)
+    except OSError as e:  # a disk full or a permission denied that no lower layer expected
+        return fail(f"fmnist: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), 1, debug)
+
+
+def fail(line: str, code: int, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    print(line, file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

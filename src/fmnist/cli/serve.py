@@ -1,0 +1,99 @@
+"""`fmnist serve`: every model loaded and warmed up before the port opens, or one line and exit 1."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from fmnist.errors import FmnistError, UsageError
+from fmnist.inference.predictor import BACKENDS, DEFAULT_BACKEND, check_backend
+
+
+def serve_sources(names: list[str]) -> list[Path]:
+    """What to serve: the named run folders and .onnx files (a study's folder stands for its runs),
+    or, with none named, the runs of the newest study under runs/."""
+    from fmnist.run.folder import RunFolder
+    from fmnist.run.study import StudyFolder, latest_study
+
+    if not names:
+        study = latest_study()
+        if study is None:
+            raise FmnistError(
+                "nothing to serve: name run folders or .onnx files, or run a study first "
+                "(fmnist serve alone serves the newest study under runs/)"
+            )
+        return [run.path for run in study.runs()]
+    sources = []
+    for name in map(Path, names):
+        if not name.exists():
+            raise FmnistError(f"{name} does not exist (give a run folder or an .onnx file)")
+        study = StudyFolder(name)
+        if name.is_dir() and not RunFolder(name).exists() and study.exists():
+            sources += [run.path for run in study.runs()]
+        else:
+            sources.append(name)
+    return sources
+
+
+def cmd_serve(args) -> int:
+    try:
+        import uvicorn
+
+        from fmnist.serve import Settings, create_app, load_models
+    except ImportError as e:
+        raise FmnistError(
+            f"fmnist serve needs the serve extra ({e.name} is missing): pip install 'fmnist[serve]'"
+        ) from None
+    if not 1 <= args.port <= 65535:
+        raise UsageError(f"--port must be 1-65535, got {args.port}")
+    if args.max_body_mb <= 0 or args.max_images < 1:
+        raise UsageError("--max-body-mb and --max-images must be positive")
+    backend = check_backend(args.backend)
+    sources = serve_sources(args.sources)
+    settings = Settings(max_body_bytes=int(args.max_body_mb * 1024 * 1024), max_images=args.max_images)
+    app = create_app(load_models(sources, backend), settings)  # loaded and warmed: a failure stops here
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"warning: serving on {args.host}: the server has no authentication; anyone who reaches "
+            "this address can use it",
+            file=sys.stderr,
+        )
+    print(
+        f"serving {', '.join(str(s) for s in sources)} on http://{args.host}:{args.port}/ "
+        f"(API docs at /docs; Ctrl-C stops)",
+        flush=True,
+    )
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
+    server = uvicorn.Server(config)
+    try:
+        server.run()
+    except SystemExit as e:  # uvicorn exits when it cannot bind the address
+        raise FmnistError(f"cannot serve on {args.host}:{args.port} (in use, or not an address here)") from e
+    return 0
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("serve", help="a JSON API and a page where you upload or draw a garment")
+    p.add_argument(
+        "sources",
+        nargs="*",
+        metavar="RUN_OR_ONNX",
+        help="run folders, study folders (their runs) or .onnx files (default: the runs of the "
+        "newest study under runs/)",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help=f"for run folders: torch or onnx (default {DEFAULT_BACKEND}, the faster one measured); "
+        ".onnx files always run on ONNX Runtime",
+    )
+    p.add_argument(
+        "--max-body-mb",
+        type=float,
+        default=10.0,
+        help="largest request body, refused with 413 before it is read (default 10)",
+    )
+    p.add_argument("--max-images", type=int, default=16, help="images in one /predict request (default 16)")
+    p.set_defaults(func=cmd_serve)

@@ -1,0 +1,126 @@
+"""`fmnist train`, `fmnist resume` and `fmnist study`."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+from fmnist.cli.flags import add_config_flags, add_train_flags, config_from, config_layers, given_flags
+from fmnist.errors import UsageError
+from fmnist.models import list_models
+from fmnist.run.folder import RunFolder
+from fmnist.training import distributed
+from fmnist.training.config import TrainConfig
+
+STUDY_MODELS = ["shallow", "simple_cnn", "deep_cnn", "deeper_cnn"]
+
+
+def cmd_train(args) -> int:
+    from fmnist.jobs.train import resume_run, train_run
+
+    if not any(layer.get("model") for layer in config_layers(args, model=args.model)):
+        raise UsageError(
+            "fmnist train: give a MODEL, a --recipe or a --config that names one "
+            "(to continue a run: fmnist resume RUN_DIR)"
+        )
+    cfg = config_from(args, model=args.model)
+    dist = distributed.from_environment()
+    if dist.active and not args.out:
+        raise UsageError("with several processes (torchrun), give --out: every process must name the same folder")
+    out = Path(args.out or f"runs/{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}")
+    dist, device = distributed.init(cfg.device)
+    cfg = dataclasses.replace(cfg, device=device)
+    try:
+        if dist.restarts and RunFolder(out).has_checkpoint(best=False):  # torchrun restarted us: go on
+            return print_run(cfg.model, out, resume_run(out, {"device": device, "quiet": cfg.quiet}, dist), dist)
+        overwrite = args.overwrite or dist.restarts > 0  # a restart before the first checkpoint starts afresh
+        return print_run(cfg.model, out, train_run(cfg, out, overwrite=overwrite, dist=dist), dist)
+    finally:
+        distributed.shutdown()
+
+
+def cmd_resume(args) -> int:
+    from fmnist.jobs.train import resume_run
+
+    run = RunFolder(args.run_dir).require()
+    overrides = given_flags(args)
+    dist, device = distributed.init(overrides.get("device") or run.read_config().device)
+    if dist.active:
+        overrides["device"] = device
+    try:
+        return print_run(run.read_config().model, run.path, resume_run(run.path, overrides, dist), dist)
+    finally:
+        distributed.shutdown()
+
+
+def print_run(model: str, out: Path, metrics: dict, dist: distributed.Dist | None = None) -> int:
+    if dist is not None and not dist.is_main:
+        return 0  # the first process reports for all
+    target = metrics.get("target")
+    if target and target["reached"]:
+        print(
+            f"{model}: validation accuracy reached {target['val_accuracy']:.4f} at epoch {target['epoch']} "
+            f"after {target['seconds']:.1f} s of training"
+        )
+    elif target:
+        print(f"{model}: validation accuracy never reached {target['val_accuracy']:.4f}")
+    print(
+        f"{model}: test accuracy {metrics['test_accuracy']:.4f}, loss {metrics['test_loss']:.4f} "
+        f"(best epoch {metrics['best_epoch']}"
+        + (f" after {metrics['best_seconds']:.1f} s" if "best_seconds" in metrics else "")
+        + f"; {metrics['train_seconds']:.1f} s of training"
+        + (f", {metrics['compile_seconds']:.1f} s compiling" if metrics.get("compile_seconds") else "")
+        + f"); run folder {out}"
+    )
+    for flag in metrics["diagnostics"]:
+        print(f"warning: {flag}", file=sys.stderr)
+    return 0
+
+
+def cmd_study(args) -> int:
+    from fmnist.jobs.study import run_study
+
+    base = config_from(args)
+    out = Path(args.out or f"runs/study-{time.strftime('%Y%m%d-%H%M%S')}")
+    summary = run_study(args.models or STUDY_MODELS, base, out, overwrite=args.overwrite)
+    print(f"{'model':<12} {'params':>10} {'val acc':>8} {'test acc':>8} {'train s':>8}")
+    for m in summary["models"]:
+        print(
+            f"{m['name']:<12} {m['params']:>10,} {m['val_accuracy']:>8.4f} {m['test_accuracy']:>8.4f} "
+            f"{m['train_seconds']:>8.0f}"
+        )
+    for flag in summary["diagnostics"]:
+        print(f"warning: {flag}", file=sys.stderr)
+    print(f"report: {out / 'report.html'}")
+    return 0
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("train", help="train one model into a run folder")
+    p.add_argument("model", nargs="?", help=f"one of: {', '.join(list_models())}")
+    p.add_argument("--out", help="run folder (default runs/MODEL-TIMESTAMP)")
+    add_train_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("resume", help="continue a stopped run from its last.pt, or make it longer")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by 'fmnist train'")
+    # The only settings a resume may change: its length (upwards), and where and how it runs.
+    add_config_flags(
+        p,
+        TrainConfig.resumable(),
+        "the run's length (default: as it was; more epochs run a new schedule cycle over the added ones)",
+    )
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("study", help="train and compare models under identical settings")
+    p.add_argument(
+        "--models",
+        nargs="+",
+        metavar="MODEL",
+        help=f"models to compare (default: the study's four); any of {', '.join(list_models())}",
+    )
+    p.add_argument("--out", help="study folder (default runs/study-TIMESTAMP)")
+    add_train_flags(p)
+    p.set_defaults(func=cmd_study)

@@ -1,0 +1,113 @@
+"""`fmnist evaluate`, `fmnist export` and `fmnist predict`: using a trained run or an exported file."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from fmnist.cli.flags import add_data_flags
+from fmnist.errors import UsageError
+from fmnist.inference.predictor import BACKENDS, DEFAULT_BACKEND
+
+
+def cmd_evaluate(args) -> int:
+    from fmnist.data import load_fashion_mnist
+    from fmnist.inference.predictor import load_predictor
+    from fmnist.jobs.evaluate import evaluate_predictor, evaluate_run
+
+    source = Path(args.source)
+    if source.is_dir() and args.backend in (None, "torch"):
+        metrics = evaluate_run(source, data_dir=args.data_dir, verify=args.verify)
+        print(
+            f"test accuracy {metrics['test_accuracy']:.4f}, loss {metrics['test_loss']:.4f}, "
+            f"top-2 {metrics['top2_accuracy']:.4f}; wrote {source}/metrics.json and report.html"
+        )
+        return 0
+    predictor = load_predictor(source, args.backend)
+    data = load_fashion_mnist(args.data_dir, verify=args.verify is not False, progress=False)
+    metrics = evaluate_predictor(predictor, data)
+    recorded = predictor.info.get("test_accuracy")
+    print(
+        f"test accuracy {metrics['test_accuracy']:.4f}, loss {metrics['test_loss']:.4f}, "
+        f"top-2 {metrics['top2_accuracy']:.4f} ({predictor.backend}"
+        + (f"; the run recorded {recorded:.4f}" if recorded is not None else "")
+        + ")"
+    )
+    return 0
+
+
+def cmd_export(args) -> int:
+    from fmnist.inference.onnx_export import sidecar_path
+    from fmnist.jobs.export import export_run
+    from fmnist.run.folder import RunFolder
+
+    out = Path(args.out) if args.out else RunFolder(args.run_dir).export_path()
+    d = export_run(Path(args.run_dir), out, data_dir=args.data_dir, verify=args.verify)
+    diffs = d["checks"]["max_abs_logit_difference"]
+    print(
+        f"wrote {out} and {sidecar_path(out).name} ({d['source']['model']}, opset {d['opset']}, "
+        f"sha256 {d['sha256'][:12]}…); checks passed: onnx full check, BatchNorm in inference mode, "
+        f"ONNX Runtime = PyTorch within {max(diffs.values()):.1e} at batch {', '.join(diffs)}"
+    )
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from fmnist.jobs.predict import predict_files
+
+    if args.top_k < 1:
+        raise UsageError(f"--top-k must be at least 1, got {args.top_k}")
+    results = predict_files(Path(args.source), [Path(p) for p in args.images], args.top_k, args.backend)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    for r in results:
+        if "error" in r:
+            print(f"error: {r['error']}", file=sys.stderr)
+        elif not args.json:
+            print(f"{r['file']}: " + ", ".join(f"{p['class']} {p['probability']:.1%}" for p in r["predictions"]))
+    return 1 if any("error" in r for r in results) else 0
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("evaluate", help="recompute a run's test metrics and figures, or test an .onnx file")
+    p.add_argument(
+        "source",
+        metavar="RUN_DIR|FILE.onnx",
+        help="a run folder (its best.pt; metrics.json and the figures are rewritten) or an exported "
+        ".onnx file (the figures are printed)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="for a run folder: torch (default; writes the run's files) or onnx (prints only)",
+    )
+    add_data_flags(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export", help="write a run's tested model as ONNX, checked against PyTorch")
+    p.add_argument("run_dir", help="a run folder written by 'fmnist train' or 'fmnist study'")
+    p.add_argument(
+        "--out",
+        metavar="FILE.onnx",
+        help="where to write it (default RUN_DIR/model.onnx); its description goes to FILE.onnx.json",
+    )
+    add_data_flags(p)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("predict", help="classify your own image files with a trained run or an .onnx file")
+    p.add_argument(
+        "source",
+        metavar="RUN_DIR|FILE.onnx",
+        help="a run folder written by 'fmnist train' or 'fmnist study', or a file from 'fmnist export'",
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, JPEG, ... any size, colour or grey")
+    p.add_argument("--top-k", type=int, default=3, help="classes to show per image (default 3)")
+    p.add_argument("--json", action="store_true", help="print results as JSON")
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help=f"for a run folder: torch or onnx (default {DEFAULT_BACKEND}, the faster one measured); "
+        ".onnx files always run on ONNX Runtime",
+    )
+    p.set_defaults(func=cmd_predict)

@@ -1,0 +1,133 @@
+"""One loader for every model fmnist can answer with: a run folder through PyTorch or through ONNX
+Runtime, or an exported .onnx file. `predict`, `evaluate`, `serve` and `bench` all use it, so each
+gives the same answers for the same model.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fmnist.data import CLASSES
+from fmnist.errors import FmnistError, UsageError
+from fmnist.files import read_json
+from fmnist.models import count_params, create_model
+from fmnist.models.forward import predict_logits
+from fmnist.run.folder import BEST, RunFolder
+from fmnist.training.config import TrainConfig
+
+BACKENDS = ("torch", "onnx")
+# The default is the backend that predicted faster in `fmnist bench --backend torch,onnx` for
+# every model measured (BENCHMARKS.md, "Inference: PyTorch or ONNX Runtime").
+DEFAULT_BACKEND = "onnx"
+
+
+@dataclass
+class Predictor:
+    """A model ready to answer: images (N, 1, 28, 28) in [0, 1] in, logits (N, 10) out."""
+
+    name: str  # the run folder's or the file's name
+    source: str  # the path it was loaded from
+    backend: str
+    logits: Callable[[torch.Tensor], torch.Tensor]
+    info: dict = field(default_factory=dict)  # model, parameters, test_accuracy, tta
+
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        return self.logits(images).softmax(1)
+
+
+def check_backend(name: str | None) -> str:
+    name = name or DEFAULT_BACKEND
+    if name not in BACKENDS:
+        raise UsageError(f"backend must be one of {', '.join(BACKENDS)}, got {name!r}")
+    return name
+
+
+def _onnx_predictor(proto, name: str, source: str, info: dict) -> Predictor:
+    from fmnist.inference.onnx_runtime import make_session, run_session
+
+    session = make_session(proto, name=source)  # made (and its graph optimised) once, used for every call
+    return Predictor(name, source, "onnx", lambda images: run_session(session, images, name=source), info)
+
+
+def load_onnx_file(path: Path) -> Predictor:
+    from fmnist.inference.onnx_runtime import metadata, read_model
+
+    proto = read_model(path)
+    meta = metadata(proto)
+    source = meta.get("source", {}) if isinstance(meta.get("source"), dict) else {}
+    classes = meta.get("classes")
+    if classes is not None and list(classes) != list(CLASSES):
+        raise FmnistError(f"{path}: its classes {classes} are not Fashion-MNIST's")
+    info = {
+        "model": source.get("model", "onnx"),
+        "parameters": source.get("parameters"),
+        "test_accuracy": source.get("test_accuracy"),
+        "tta": meta.get("tta"),
+    }
+    return _onnx_predictor(proto, path.stem, str(path), info)
+
+
+def model_predictor(
+    model: nn.Module, cfg: TrainConfig, backend: str, name: str, source: str, info: dict | None = None
+) -> Predictor:
+    """A loaded model as it is tested (its config's test-time views), through `backend`; through
+    ONNX Runtime it is exported in memory first."""
+    info = info if info is not None else {}
+    if backend == "torch":
+        return Predictor(
+            name,
+            source,
+            "torch",
+            lambda images: predict_logits(model, images, tta=cfg.tta, tta_shift=cfg.tta_shift),
+            info,
+        )
+    from fmnist.inference.onnx_export import to_onnx
+
+    return _onnx_predictor(to_onnx(copy.deepcopy(model), cfg, {}), name, source, info)
+
+
+def load_run(run_dir: Path, backend: str) -> Predictor:
+    run = RunFolder(run_dir).require()
+    model, cfg, _ = run.load_model()
+    metrics = run.metrics() or {}
+    info = {
+        "model": cfg.model,
+        "parameters": count_params(create_model(cfg.model)),
+        "test_accuracy": metrics.get("test_accuracy"),
+        "tta": {"flip": cfg.tta, "shift": cfg.tta_shift},
+    }
+    exported = run.export_path()
+    if backend == "onnx" and exported.is_file() and _exported_from_best(run, exported):
+        from fmnist.inference.onnx_runtime import read_model
+
+        return _onnx_predictor(read_model(exported), run.path.name, str(run.path), info)
+    return model_predictor(model, cfg, backend, run.path.name, str(run.path), info)
+
+
+def _exported_from_best(run: RunFolder, exported: Path) -> bool:
+    from fmnist.inference.onnx_export import sha256_of, sidecar_path
+
+    try:
+        description = read_json(sidecar_path(exported))
+        return description["sha256"] == sha256_of(exported) and description["source"]["checkpoint_sha256"] == sha256_of(
+            run.file(BEST)
+        )
+    except (FmnistError, KeyError, TypeError, OSError):
+        return False
+
+
+def load_predictor(path: Path | str, backend: str | None = None) -> Predictor:
+    """A run folder (through `backend`, the faster one by default) or an exported .onnx file
+    (always through ONNX Runtime: `backend` applies to run folders)."""
+    path = Path(path)
+    if path.is_dir():
+        return load_run(path, check_backend(backend))
+    if path.is_file():
+        return load_onnx_file(path)
+    raise FmnistError(f"{path} does not exist (give a run folder or an .onnx file)")

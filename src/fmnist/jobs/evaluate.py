@@ -1,0 +1,71 @@
+"""Evaluate a run: the test figures of its best checkpoint (chosen on validation), its figures and
+report.html; or the test figures of any loaded model, written nowhere."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from fmnist.data import FashionMNIST
+from fmnist.inference.predictor import Predictor
+from fmnist.models.forward import predict_logits
+from fmnist.reports import plots
+from fmnist.reports.diagnostics import check_run
+from fmnist.reports.html import write_run_report
+from fmnist.reports.metrics import metrics_from_logits
+from fmnist.run.folder import RunFolder
+from fmnist.training.config import TrainConfig
+
+
+def evaluate_run(
+    run: RunFolder | Path, data: FashionMNIST | None = None, data_dir: str | None = None, verify: bool | None = None
+) -> dict:
+    """Test metrics, figures and report.html of a run folder, from its best checkpoint. The data
+    is `data`, else the run's own, else where `data_dir`/`verify` say."""
+    folder = run if isinstance(run, RunFolder) else RunFolder(run)
+    model, cfg, state = folder.require().load_model()
+    history = folder.history()
+    data = data or folder.data(cfg, data_dir, verify)
+    logits = predict_logits(model, data.test_images, tta=cfg.tta, tta_shift=cfg.tta_shift)
+    metrics = metrics_from_logits(logits, data.test_labels)
+    metrics["best_epoch"] = int(state["epoch"])
+    metrics.update(timing(history, cfg, metrics["best_epoch"]))
+    metrics["diagnostics"] = check_run(cfg.model, metrics, history, folder.marked("diverged"))
+    folder.write_metrics(metrics)
+    probs = logits.softmax(1)
+    plots.curves(history, folder.figure("curves"), cfg.model)
+    plots.confusion(metrics["confusion_matrix"], folder.figure("confusion"), cfg.model)
+    plots.samples(data.test_images, data.test_labels, probs, folder.figure("samples"))
+    plots.misclassified(data.test_images, data.test_labels, probs, folder.figure("misclassified"))
+    write_run_report(
+        folder.record("report.html"), folder.figures(), dataclasses.asdict(cfg), metrics, metrics["diagnostics"]
+    )
+    return metrics
+
+
+def timing(history: list[dict], cfg: TrainConfig, best_epoch: int) -> dict:
+    """Training wall time (steps, augmentation and validation; not data loading or compilation),
+    the compilation time, the training time by the end of the best epoch (the time to the reported
+    accuracy), and when the validation accuracy first reached the target, if one was set."""
+    out = {
+        "train_seconds": history[-1].get("elapsed", sum(h["seconds"] for h in history)) if history else 0.0,
+        "compile_seconds": sum(h.get("compile_seconds", 0.0) for h in history),
+    }
+    best = next((h for h in history if h["epoch"] == best_epoch and "elapsed" in h), None)
+    if best is not None:
+        out["best_seconds"] = best["elapsed"]
+    if cfg.target_accuracy:
+        hit = next((h for h in history if h["val_accuracy"] >= cfg.target_accuracy), None)
+        out["target"] = {
+            "val_accuracy": cfg.target_accuracy,
+            "reached": hit is not None,
+            "epoch": int(hit["epoch"]) if hit else None,
+            "seconds": hit.get("elapsed") if hit else None,
+        }
+    return out
+
+
+def evaluate_predictor(predictor: Predictor, data: FashionMNIST) -> dict:
+    """Test metrics of any loaded model (a run through ONNX Runtime, an exported file); unlike
+    evaluate_run it writes nothing: a run folder's figures are its own PyTorch evaluation's."""
+    return metrics_from_logits(predictor.logits(data.test_images), data.test_labels)

@@ -1,0 +1,95 @@
+"""The study: several models trained and tested under identical settings, compared in one report.
+
+run_study(["shallow", "simple_cnn", "deep_cnn", "deeper_cnn"], make_config(), Path("runs/study"))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from fmnist.data import CLASSES, stratified_split
+from fmnist.device import resolve_device
+from fmnist.errors import UsageError
+from fmnist.jobs.train import train_run
+from fmnist.models import count_params, create_model
+from fmnist.reports import plots
+from fmnist.reports.diagnostics import check_identical
+from fmnist.reports.html import write_study_report
+from fmnist.run.folder import RunFolder, load_data
+from fmnist.run.study import StudyFolder
+from fmnist.stops import Diverged
+from fmnist.training.config import TrainConfig
+from fmnist.training.setup import trainable_problems
+
+
+def summarize(run: RunFolder) -> dict:
+    """One model's row of summary.json, read from its run folder."""
+    cfg, metrics, history = run.read_config(), run.metrics(), run.history()
+    best = next(h for h in history if h["epoch"] == metrics["best_epoch"])
+    return {
+        "name": cfg.model,
+        "params": count_params(create_model(cfg.model)),
+        "epochs": len(history),
+        "batch_size": cfg.batch_size,
+        "train_accuracy": best["train_accuracy"],
+        "val_accuracy": best["val_accuracy"],
+        "test_accuracy": metrics["test_accuracy"],
+        "test_loss": metrics["test_loss"],
+        "train_seconds": metrics["train_seconds"],  # timing()'s, validation included
+        "best_epoch": metrics["best_epoch"],
+        "run_dir": str(run.path),
+    }
+
+
+def check_study(configs: list[TrainConfig], n_train: int) -> None:
+    """Refuse, in one line and before any training, settings that do not apply to every model."""
+    problems = [p for cfg in configs for p in trainable_problems(create_model(cfg.model), cfg, n_train)]
+    if problems:  # each once: a batch size too large for the data is the same for every model
+        raise UsageError("; ".join(dict.fromkeys(problems)) + " (choose other --models or settings)")
+
+
+def run_study(models: list[str], base: TrainConfig, out: Path, overwrite: bool = False) -> dict:
+    """Train and evaluate each model under the same settings, then compare them in a report."""
+    for name in models:
+        create_model(name)  # reject unknown names before hours of training
+    resolve_device(base.device)
+    study = StudyFolder(out)
+    study.check_new(overwrite)
+    data = load_data(base)
+    n_train = len(stratified_split(data.train_labels, base.val_split, base.seed)[0])
+    check_study([dataclasses.replace(base, model=name) for name in models], n_train)
+    study.prepare(overwrite)
+    runs, failures = [], []
+    for name in models:
+        run = study.run(name)
+        try:
+            train_run(dataclasses.replace(base, model=name), run.path, overwrite=True, data=data)
+        except Diverged as e:
+            failures.append(f"{name}: {e}")
+            if not run.has_metrics():
+                continue
+        runs.append(run)
+    return write_study(study, runs, base, failures)
+
+
+def write_study(study: StudyFolder, runs: list[RunFolder], base: TrainConfig, failures: list[str]) -> dict:
+    """summary.json, the comparison figures and the reports of a study's tested runs."""
+    rows = [summarize(run) for run in runs]
+    metrics = {row["name"]: run.metrics() for row, run in zip(rows, runs)}
+    flags = failures + [f for m in metrics.values() for f in m["diagnostics"]] + check_identical(metrics)
+    summary = {
+        "models": rows,
+        "diagnostics": flags,
+        "settings": {k: v for k, v in dataclasses.asdict(base).items() if k != "model"},
+    }
+    study.write_json(StudyFolder.SUMMARY, summary)
+    figures = {"val_curves": study.record("val_curves.png"), "f1": study.record("f1.png")}
+    if rows:
+        plots.compare_curves({row["name"]: run.history() for row, run in zip(rows, runs)}, figures["val_curves"])
+        plots.compare_f1(
+            {n: [m["classification_report"][c]["f1-score"] for c in CLASSES] for n, m in metrics.items()}, figures["f1"]
+        )
+    figures.update({row["name"]: run.figures()["confusion"] for row, run in zip(rows, runs)})
+    write_study_report(study.record("report.md"), study.record("report.html"), figures, rows, metrics, flags)
+    return summary

@@ -1,0 +1,142 @@
+"""Train a run, or resume one: every check first, then the run folder, then training, then the
+test evaluation of the checkpoint chosen on validation.
+
+    train_run(make_config({"model": "deep_cnn"}), Path("runs/deep"))
+    resume_run(Path("runs/deep"), {"epochs": 20})
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from fmnist.data import FashionMNIST, stratified_split
+from fmnist.device import resolve_device
+from fmnist.errors import UsageError
+from fmnist.jobs.evaluate import evaluate_run
+from fmnist.run.folder import RunFolder, load_data
+from fmnist.stops import Diverged
+from fmnist.training.config import TrainConfig
+from fmnist.training.distributed import Dist
+from fmnist.training.loop import fit, target_reached
+from fmnist.training.setup import build_model, check_trainable
+
+
+def split(data: FashionMNIST, cfg: TrainConfig, device: torch.device):
+    """Train and validation tensors on `device`; the test set stays out of training entirely."""
+    train_idx, val_idx = stratified_split(data.train_labels, cfg.val_split, cfg.seed)
+    x, y = data.train_images, data.train_labels
+    return ((x[train_idx].to(device), y[train_idx].to(device)), (x[val_idx].to(device), y[val_idx].to(device)))
+
+
+class Prepared(NamedTuple):
+    """A run that passed every check and has its folder: what training needs next."""
+
+    model: nn.Module
+    train: tuple[torch.Tensor, torch.Tensor]
+    val: tuple[torch.Tensor, torch.Tensor]
+    folder: RunFolder
+    data: FashionMNIST
+    dist: Dist = Dist()
+
+
+def start_run(
+    cfg: TrainConfig, out: Path, overwrite: bool = False, data: FashionMNIST | None = None, dist: Dist | None = None
+) -> Prepared:
+    """Check everything that can be known to fail (model name, device, output folder, data, batch
+    size, whitening), then make the run folder and its config.json: a run that cannot start
+    leaves nothing. With several processes every one checks, and the first writes."""
+    dist = dist or Dist()
+    folder = RunFolder(out)
+    device = resolve_device(cfg.device)
+    model = build_model(cfg, device, dist)
+    folder.check_new(overwrite)
+    data = data or load_data(cfg)
+    train, val = split(data, cfg, device)
+    check_trainable(model, cfg, len(train[0]), dist.world)
+    dist.barrier()  # every process has checked the folder before the first one writes in it
+    if dist.is_main:
+        folder.start(cfg, overwrite)
+    return Prepared(model, train, val, folder, data, dist)
+
+
+def fit_run(
+    run: Prepared, cfg: TrainConfig, resume: dict | None = None, on_epoch: Callable[[dict], None] | None = None
+) -> list[dict]:
+    """Train a prepared run; a run that diverges is marked so and the stop re-raised."""
+    if run.dist.is_main:
+        run.folder.clear_mark("diverged")  # a mark from an earlier attempt no longer applies
+    try:
+        return fit(run.model, run.train, run.val, cfg, run.folder, resume, on_epoch, run.dist)
+    except Diverged as e:
+        if run.dist.is_main:
+            run.folder.mark("diverged", {"epoch": e.epoch, "step": e.step})
+        raise
+
+
+def fit_then_evaluate(run: Prepared, cfg: TrainConfig, resume: dict | None = None) -> dict:
+    """Train, then evaluate best.pt (the first process alone). A diverged run's last good
+    checkpoint is still evaluated (so the report says what happened), and the stop re-raised."""
+    try:
+        fit_run(run, cfg, resume)
+    except Diverged:
+        if run.dist.is_main and run.folder.has_checkpoint():
+            evaluate_run(run.folder, run.data)
+        raise
+    return evaluate_run(run.folder, run.data) if run.dist.is_main else {}
+
+
+def train_run(
+    cfg: TrainConfig, out: Path, overwrite: bool = False, data: FashionMNIST | None = None, dist: Dist | None = None
+) -> dict:
+    """Train one model into the run folder `out`, then evaluate it; returns its metrics (in the
+    first process; the others return {})."""
+    return fit_then_evaluate(start_run(cfg, out, overwrite, data, dist), cfg)
+
+
+def resumed_config(saved: TrainConfig, overrides: dict) -> TrainConfig:
+    """The config of a resumed run: the saved one with the fields a resume may change (where and how
+    it runs, and a longer `epochs`). A longer run gets a new schedule cycle over the added epochs,
+    recorded in `schedule_restarts`, instead of a stretched schedule whose rate would jump back up."""
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    fixed = set(overrides) - set(TrainConfig.resumable())
+    if fixed:
+        raise UsageError(f"cannot change {', '.join(sorted(fixed))} when resuming; start a new run instead")
+    cfg = dataclasses.replace(saved, **overrides)
+    if cfg.epochs < saved.epochs:
+        raise UsageError(f"--epochs {cfg.epochs}: a resume can only make the run longer than its {saved.epochs} epochs")
+    if cfg.epochs > saved.epochs:
+        cfg = dataclasses.replace(cfg, schedule_restarts=[*saved.schedule_restarts, saved.epochs])
+    return cfg
+
+
+def resume_run(run_dir: Path, overrides: dict | None = None, dist: Dist | None = None) -> dict:
+    """Continue a run from its last.pt (after Ctrl-C, SIGTERM or a crash), then evaluate it.
+
+    With the same seed on the same machine the result equals an uninterrupted run. `overrides`
+    may raise `epochs` or change where and how quietly it runs, nothing else; a longer config
+    becomes the run's with its first checkpoint, so a stop at any moment leaves a resumable run.
+    """
+    folder = RunFolder(run_dir).require()
+    saved, state = folder.resumable_config()
+    cfg = resumed_config(saved, overrides or {})
+    if cfg.epochs > saved.epochs and target_reached(state["history"], saved):
+        raise UsageError(
+            f"{folder} stopped at its target accuracy {saved.target_accuracy} after epoch "
+            f"{len(state['history'])}: more epochs would stop there too; start a new run instead"
+        )
+    dist = dist or Dist()
+    device = resolve_device(cfg.device)
+    data = folder.data(cfg)
+    train, val = split(data, cfg, device)
+    model = build_model(cfg, device, dist)  # its weights come from the checkpoint
+    check_trainable(model, cfg, len(train[0]), dist.world)
+    dist.barrier()
+    if cfg != saved:
+        folder.lengthen(cfg)
+    return fit_then_evaluate(Prepared(model, train, val, folder, data, dist), cfg, resume=state)

@@ -1,0 +1,1 @@
+"""What a person reads: test metrics from logits, diagnostics, figures and HTML/Markdown reports."""

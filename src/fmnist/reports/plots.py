@@ -1,0 +1,121 @@
+"""The figures of a run and of a study, as PNG bytes written atomically.
+
+Each figure is a `matplotlib.figure.Figure` drawn to PNG by its own canvas: no pyplot, no global
+backend switched, nothing left open, so a notebook keeps its inline plots and a server or sweep
+worker can draw from any thread.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from fmnist.data import CLASSES
+from fmnist.files import write_bytes
+
+
+def _save(fig: Figure, path: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    write_bytes(path, buf.getvalue())
+
+
+def curves(history: list[dict], path: Path, title: str = "") -> None:
+    """Accuracy and loss per epoch, train vs validation."""
+    epochs = [h["epoch"] for h in history]
+    fig = Figure(figsize=(10, 3.8))
+    axes = fig.subplots(1, 2)
+    for ax, key in zip(axes, ("accuracy", "loss")):
+        ax.plot(epochs, [h[f"train_{key}"] for h in history], "o-", label="train")
+        ax.plot(epochs, [h[f"val_{key}"] for h in history], "s-", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    _save(fig, path)
+
+
+def confusion(cm: list[list[int]], path: Path, title: str = "") -> None:
+    """Confusion-matrix heat map (counts) with class names."""
+    cm = np.asarray(cm)
+    fig = Figure(figsize=(7, 6))
+    ax = fig.subplots()
+    im = ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(CLASSES)), CLASSES, rotation=45, ha="right")
+    ax.set_yticks(range(len(CLASSES)), CLASSES)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for (i, j), v in np.ndenumerate(cm):
+        ax.text(j, i, str(v), ha="center", va="center", fontsize=7, color="white" if v > cm.max() / 2 else "black")
+    fig.colorbar(im, ax=ax)
+    ax.set_title(title)
+    _save(fig, path)
+
+
+def image_grid(
+    images: torch.Tensor, captions: list[str], wrong: list[bool], path: Path, title: str = "", cols: int = 5
+) -> None:
+    """Images with captions; wrong predictions in red."""
+    rows = max(1, (len(images) + cols - 1) // cols)
+    fig = Figure(figsize=(2.2 * cols, 2.5 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img, caption, bad in zip(axes.flat, images, captions, wrong):
+        ax.imshow(img.squeeze(0).numpy(), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(caption, fontsize=8, color="red" if bad else "black")
+    fig.suptitle(title)
+    _save(fig, path)
+
+
+def samples(images: torch.Tensor, labels: torch.Tensor, probs: torch.Tensor, path: Path) -> None:
+    """The first 10 test images with predicted and true labels."""
+    pred = probs[:10].argmax(1)
+    captions = [f"pred {CLASSES[p]}\ntrue {CLASSES[t]}" for p, t in zip(pred.tolist(), labels[:10].tolist())]
+    image_grid(images[:10], captions, (pred != labels[:10]).tolist(), path, "test samples (red: wrong)")
+
+
+def misclassified(images: torch.Tensor, labels: torch.Tensor, probs: torch.Tensor, path: Path, k: int = 10) -> None:
+    """The k test images misclassified with the highest confidence."""
+    conf, pred = probs.max(1)
+    wrong = (pred != labels).nonzero().flatten()
+    top = wrong[conf[wrong].argsort(descending=True)[:k]]
+    captions = [f"{CLASSES[pred[i]]} {conf[i]:.0%}\ntrue {CLASSES[labels[i]]}" for i in top.tolist()]
+    image_grid(images[top], captions, [True] * len(top), path, "most confident mistakes")
+
+
+def compare_curves(histories: dict[str, list[dict]], path: Path) -> None:
+    """Validation accuracy and loss of several models, overlaid."""
+    fig = Figure(figsize=(10, 3.8))
+    axes = fig.subplots(1, 2)
+    for name, history in histories.items():
+        epochs = [h["epoch"] for h in history]
+        axes[0].plot(epochs, [h["val_accuracy"] for h in history], "o-", label=name)
+        axes[1].plot(epochs, [h["val_loss"] for h in history], "o-", label=name)
+    for ax, key in zip(axes, ("validation accuracy", "validation loss")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    _save(fig, path)
+
+
+def compare_f1(f1: dict[str, list[float]], path: Path) -> None:
+    """Per-class F1 of several models, as grouped bars."""
+    fig = Figure(figsize=(11, 4))
+    ax = fig.subplots()
+    width = 0.8 / max(1, len(f1))
+    x = np.arange(len(CLASSES))
+    for i, (name, values) in enumerate(f1.items()):
+        ax.bar(x + i * width - 0.4 + width / 2, values, width, label=name)
+    ax.set_xticks(x, CLASSES, rotation=30, ha="right")
+    ax.set_ylabel("F1 (test)")
+    ax.set_ylim(0, 1)
+    ax.legend(ncol=len(f1), fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    _save(fig, path)

@@ -1,0 +1,40 @@
+"""The served models: each loaded through fmnist.inference.predictor and warmed up with a batch
+before the server opens its port, under a name unique among them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from fastapi import HTTPException
+
+from fmnist.inference.predictor import Predictor, load_predictor
+
+
+def load_models(sources: list, backend: str | None = None) -> dict[str, Predictor]:
+    """Run folders, .onnx files or Predictors, each loaded and warmed up (allocations, kernel
+    choice) by name; the first that fails raises its FmnistError."""
+    loaded: dict[str, Predictor] = {}
+    for source in sources:
+        predictor = source if isinstance(source, Predictor) else load_predictor(Path(source), backend)
+        predictor.logits(torch.zeros(2, 1, 28, 28))
+        name, n = predictor.name, 2
+        while name in loaded:  # two runs named alike (study/shallow, other/shallow)
+            name, n = f"{predictor.name}-{n}", n + 1
+        loaded[name] = predictor
+    return loaded
+
+
+class Models:
+    """The loaded models by name, for the routes: a name not served is a 404."""
+
+    def __init__(self, loaded: dict[str, Predictor]):
+        self.loaded = loaded
+
+    def get(self, name: str) -> Predictor:
+        if name not in self.loaded:
+            raise HTTPException(404, f"no model named {name!r}; served: {', '.join(self.loaded)}")
+        return self.loaded[name]
+
+    def all(self) -> dict[str, Predictor]:
+        return self.loaded
