@@ -1,8 +1,9 @@
-"""Requests per second and p50/p99 latency of a running `fmnist serve`, per endpoint, for
-BENCHMARKS.md. Start the server first (after `make study`):
+"""Requests per second and p50/p99 latency of `fmnist serve`, per endpoint, for BENCHMARKS.md:
+either of a running server, or of servers this script starts itself, one after the other on the
+same machine, with dynamic batching off (--max-batch 1) and on (the default), after `make study`:
 
-    fmnist serve --port 8000 &
-    .venv/bin/python benchmarks/serve_load.py --url http://127.0.0.1:8000 --clients 64 --requests 3000
+    .venv/bin/python benchmarks/serve_load.py --serve runs/study --clients 64 --requests 3000 --wrk 10
+    .venv/bin/python benchmarks/serve_load.py --url http://127.0.0.1:8000   # a server already running
 
 Each endpoint is loaded on its own (so its figures are its own), with real test-set images: a PNG
 to /predict (every served model answers), one image as an FP32 tensor to /v2/models/NAME/infer.
@@ -15,11 +16,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import json
 import re
+import socket
 import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import httpx
@@ -27,12 +32,21 @@ import numpy as np
 from PIL import Image
 
 from fmnist.data import load_fashion_mnist
+from fmnist.jobs.bench import machine
 from fmnist.serve.load import Call, run_load
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--url", default="http://127.0.0.1:8000")
+    parser.add_argument("--url", help="a running server (default: start them, see --serve)")
+    parser.add_argument(
+        "--serve",
+        nargs="+",
+        metavar="SOURCE",
+        default=["runs/study"],
+        help="what the started servers serve (default runs/study)",
+    )
+    parser.add_argument("--batching", default="off,on", help="the settings to start servers with (default off,on)")
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--requests", type=int, default=3000, help="per endpoint")
     parser.add_argument("--model", help="the model /infer is sent to (default: the first served)")
@@ -40,7 +54,46 @@ def main() -> None:
     parser.add_argument("--wrk", type=int, metavar="SECONDS", help="also load each endpoint with wrk this long")
     args = parser.parse_args()
     data = load_fashion_mnist(download=False, progress=False)
-    models = httpx.get(args.url + "/models").json()["models"]
+    if args.url:
+        settings = {"running server": measure(args.url, args, data)}
+    else:
+        settings = {}
+        for batching in args.batching.split(","):
+            flags = ["--max-batch", "1"] if batching == "off" else []
+            with started(args.serve, flags) as url:
+                print(f"batching {batching}:", flush=True)
+                settings[f"batching {batching}"] = measure(url, args, data)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"clients": args.clients, "machine": machine(), "settings": settings}, f, indent=1)
+
+
+@contextlib.contextmanager
+def started(sources: list[str], flags: list[str]):
+    """`fmnist serve SOURCES FLAGS` on a free local port, until the block ends."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "fmnist", "serve", *sources, "--port", str(port), *flags])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            if proc.poll() is not None:
+                raise SystemExit(f"fmnist serve stopped with {proc.returncode}")
+            try:
+                if httpx.get(url + "/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def measure(url: str, args, data) -> dict:
+    """Each endpoint loaded on its own, by the Python client and (with --wrk) by wrk."""
+    models = httpx.get(url + "/models").json()["models"]
     model = args.model or models[0]["name"]
     pngs = []
     for i in range(50):
@@ -68,7 +121,7 @@ def main() -> None:
     }
     results = {}
     for name, calls in phases.items() if args.requests else ():
-        report = asyncio.run(run_load(args.url, calls, clients=args.clients, time_limit=600))
+        report = asyncio.run(run_load(url, calls, clients=args.clients, time_limit=600))
         (kind,) = report["kinds"].values()
         results[name] = {
             "requests": report["made"],
@@ -107,18 +160,14 @@ def main() -> None:
             "GET /v2/health/ready": ("/v2/health/ready", None, None),
         }
         for name, (path, kind, body) in bodies.items():
-            results[f"wrk {name}"] = run_wrk(args.url + path, kind, body, args.clients, args.wrk)
+            results[f"wrk {name}"] = run_wrk(url + path, kind, body, args.clients, args.wrk)
             r = results[f"wrk {name}"]
             print(
                 f"wrk {name}: {r['requests_per_second']:.0f} req/s, p50 {r['p50_ms']:.1f} ms, "
                 f"p99 {r['p99_ms']:.1f} ms, non-2xx {r['non_2xx']}",
                 flush=True,
             )
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                {"clients": args.clients, "models": [m["name"] for m in models], "endpoints": results}, f, indent=1
-            )
+    return {"models": [m["name"] for m in models], "endpoints": results}
 
 
 def run_wrk(url: str, content_type: str | None, body: bytes | None, clients: int, seconds: float) -> dict:

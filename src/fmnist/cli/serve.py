@@ -7,6 +7,7 @@ from pathlib import Path
 
 from fmnist.errors import FmnistError, UsageError
 from fmnist.inference.predictor import BACKENDS, DEFAULT_BACKEND, check_backend
+from fmnist.serve.settings import Settings
 
 
 def serve_sources(names: list[str]) -> list[Path]:
@@ -39,31 +40,36 @@ def cmd_serve(args) -> int:
     try:
         import uvicorn
 
-        from fmnist.serve import Settings, create_app, load_models
+        from fmnist.serve import create_app, load_models
     except ImportError as e:
         raise FmnistError(
             f"fmnist serve needs the serve extra ({e.name} is missing): pip install 'fmnist[serve]'"
         ) from None
     if not 1 <= args.port <= 65535:
         raise UsageError(f"--port must be 1-65535, got {args.port}")
-    if args.max_body_mb <= 0 or args.max_images < 1:
-        raise UsageError("--max-body-mb and --max-images must be positive")
+    if args.max_body_mb <= 0 or args.max_images < 1 or args.max_batch < 1 or args.max_delay_ms < 0:
+        raise UsageError("--max-body-mb, --max-images and --max-batch must be positive, --max-delay-ms not negative")
     backend = check_backend(args.backend)
-    sources = serve_sources(args.sources)
-    settings = Settings(max_body_bytes=int(args.max_body_mb * 1024 * 1024), max_images=args.max_images)
-    app = create_app(load_models(sources, backend), settings)  # loaded and warmed: a failure stops here
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(
             f"warning: serving on {args.host}: the server has no authentication; anyone who reaches "
             "this address can use it",
             file=sys.stderr,
         )
+    sources = serve_sources(args.sources)
+    settings = Settings(
+        max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+        max_images=args.max_images,
+        max_batch=args.max_batch,
+        max_delay=args.max_delay_ms / 1000,
+    )
+    app = create_app(load_models(sources, backend), settings)  # loaded and warmed: a failure stops here
     print(
         f"serving {', '.join(str(s) for s in sources)} on http://{args.host}:{args.port}/ "
         f"(API docs at /docs; Ctrl-C stops)",
         flush=True,
     )
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", loop="uvloop", http="httptools")
     server = uvicorn.Server(config)
     try:
         server.run()
@@ -96,4 +102,19 @@ def add_parsers(sub) -> None:
         help="largest request body, refused with 413 before it is read (default 10)",
     )
     p.add_argument("--max-images", type=int, default=16, help="images in one /predict request (default 16)")
+    p.add_argument(
+        "--max-batch",
+        type=int,
+        default=Settings.max_batch,
+        metavar="N",
+        help="dynamic batching: concurrent requests' images a model answers at once "
+        f"(default {Settings.max_batch}; 1 turns batching off)",
+    )
+    p.add_argument(
+        "--max-delay-ms",
+        type=float,
+        default=Settings.max_delay * 1000,
+        metavar="MS",
+        help=f"how long a batch waits for more requests after its first (default {Settings.max_delay * 1000:g})",
+    )
     p.set_defaults(func=cmd_serve)

@@ -4,6 +4,7 @@ fitted into 28×28 with its aspect ratio kept, pixels in [0, 1]."""
 from __future__ import annotations
 
 import io
+import math
 import struct
 import warnings
 from pathlib import Path
@@ -16,6 +17,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from fmnist.errors import FmnistError
 
 MAX_PIXELS = 40_000_000  # about 6300×6300; larger files are refused before they are decoded
+WORK_PIXELS = 1_000_000  # a larger image is brought to about this size before any float copy
 SIZE = 28
 OBJECT_LEVEL = 0.1  # grey level (after background removal) above which a pixel is the object's
 
@@ -25,8 +27,9 @@ FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 
 
 def decode(source: Path | BinaryIO, name: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Fully decode an image, refusing one that declares more than `max_pixels` before any pixel
-    is decoded (a few KB can declare 40000×40000); raises FmnistError saying what is wrong."""
+    """Decode an image at no more than about WORK_PIXELS, refusing one that declares more than
+    `max_pixels` before any pixel is decoded (a few KB can declare 40000×40000): what an image
+    costs is then bounded whatever its size. Raises FmnistError saying what is wrong."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -34,8 +37,11 @@ def decode(source: Path | BinaryIO, name: str, max_pixels: int = MAX_PIXELS) -> 
             w, h = img.size
             if w * h > max_pixels or w <= 0 or h <= 0:
                 raise FmnistError(f"{name}: {w}×{h} pixels is too large (limit {max_pixels:,} pixels)")
+            factor = reduction(w, h)
+            if factor > 1 and img.format == "JPEG":  # decoded at 1/2, 1/4 or 1/8 scale from the start
+                img.draft(img.mode, (w // factor, h // factor))
             img.load()
-            return ImageOps.exif_transpose(img)
+            return ImageOps.exif_transpose(reduce(img))
     except FmnistError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -44,6 +50,22 @@ def decode(source: Path | BinaryIO, name: str, max_pixels: int = MAX_PIXELS) -> 
         raise FmnistError(f"{name}: not an image in a format fmnist reads ({', '.join(FORMATS)})") from None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError, struct.error) as e:
         raise FmnistError(f"{name}: corrupt or truncated image ({e})") from None
+
+
+def reduction(w: int, h: int) -> int:
+    """The integer factor that brings w×h to at most about WORK_PIXELS (1: none needed)."""
+    return max(1, math.ceil(math.sqrt(w * h / WORK_PIXELS)))
+
+
+def reduce(img: Image.Image) -> Image.Image:
+    """A decoded image larger than WORK_PIXELS averaged down by an integer factor (a box filter on
+    its 8-bit pixels): the preprocessing's float work then costs a few MB, not hundreds."""
+    factor = reduction(*img.size)
+    if factor == 1:
+        return img
+    if img.mode not in ("L", "LA", "RGB", "RGBA", "La", "RGBa"):  # palette, 16-bit, CMYK: not reducible as such
+        img = img.convert("RGBA" if "transparency" in img.info or "A" in img.getbands() else "RGB")
+    return img.reduce(factor)
 
 
 def open_image(path: Path) -> Image.Image:

@@ -1,37 +1,33 @@
 """The server: `create_app(models, settings)` builds a FastAPI app that answers with models already
 loaded and warmed up (serve.models.load_models), through fmnist's JSON API and page (serve/api.py),
-the Open Inference Protocol's v2 routes (serve/oip.py) and Prometheus metrics.
+the Open Inference Protocol's v2 routes (serve/oip.py), Prometheus metrics and /docs and /redoc, whose
+scripts are served from the package (they render offline).
 
 Every route is thin: images go through fmnist.data.images (the preprocessing `fmnist predict` uses)
-and every model is a fmnist.inference.predictor.Predictor, run off the event loop.
+and every model is a fmnist.inference.predictor.Predictor, called off the event loop on whole
+batches of concurrent requests (serve/batching.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
 
 import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fmnist import __version__
-from fmnist.data.images import MAX_PIXELS
 from fmnist.inference.predictor import Predictor
 from fmnist.serve import api, oip
 from fmnist.serve.middleware import BodyLimit, Metrics, MetricsMiddleware
 from fmnist.serve.models import Models, load_models
+from fmnist.serve.settings import Settings
 
-
-@dataclass
-class Settings:
-    max_body_bytes: int = 10 * 1024 * 1024  # a request body over this is refused (413) unread
-    max_images: int = 16  # images in one /predict request
-    max_pixels: int = MAX_PIXELS  # an image declaring more is refused before it is decoded
-    max_batch: int = 1024  # images in one /v2/.../infer request
-    workers: int = 2  # inferences at a time, off the event loop
+DOCS_ASSETS = "/docs-assets"
 
 
 def create_app(models: dict[str, Predictor] | list, settings: Settings | None = None) -> FastAPI:
@@ -39,14 +35,23 @@ def create_app(models: dict[str, Predictor] | list, settings: Settings | None = 
     and Predictors, loaded and warmed up here (a failure raises before any app exists)."""
     settings = settings or Settings()
     loaded = models if isinstance(models, dict) else load_models(list(models))
-    app = FastAPI(
+    limiter = anyio.CapacityLimiter(settings.workers)
+    served = Models(loaded, settings.max_batch, settings.max_delay, limiter)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        served.close()
+
+    app = FastAPIOffline(  # FastAPI, with /docs and /redoc served from the package, not a CDN
         title="fmnist",
         version=__version__,
+        lifespan=lifespan,
+        static_url=DOCS_ASSETS,
         description="Fashion-MNIST classifiers trained by fmnist: a JSON API, the Open Inference "
         "Protocol (v2) and a page at /.",
     )
-    app.state.models, app.state.settings, app.state.metrics = Models(loaded), settings, Metrics()
-    app.state.limiter = anyio.CapacityLimiter(settings.workers)
+    app.state.models, app.state.settings, app.state.metrics, app.state.limiter = served, settings, Metrics(), limiter
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid)
     app.include_router(api.router)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+import anyio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
@@ -28,9 +29,28 @@ class BodyTooLarge(Exception):
     pass
 
 
+DRAIN_BYTES = 64 * 1024 * 1024  # of an oversized body, read and dropped before answering 413
+DRAIN_SECONDS = 10.0
+
+
+async def drain(receive, seen: int = 0) -> None:
+    """Read and drop the rest of a request body (up to DRAIN_BYTES in all, for DRAIN_SECONDS), so a
+    client that sends its whole body before it reads the answer reads the 413 rather than a reset
+    connection (nginx's "lingering close")."""
+    with anyio.move_on_after(DRAIN_SECONDS):
+        while seen <= DRAIN_BYTES:
+            event = await receive()
+            if event["type"] != "http.request":
+                return
+            seen += len(event.get("body", b""))
+            if not event.get("more_body", False):
+                return
+
+
 class BodyLimit:
-    """Refuse a request body over `limit` bytes with 413: at once when Content-Length says so
-    (nothing is read), else as soon as the streamed body passes the limit."""
+    """Refuse a request body over `limit` bytes with 413: at once when Content-Length says so, else
+    as soon as the streamed body passes the limit; in both cases after draining what the client
+    still sends (unless it waits for 100 Continue, which it then never gets)."""
 
     def __init__(self, app, limit: int):
         self.app, self.limit = app, limit
@@ -39,13 +59,16 @@ class BodyLimit:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         message = f"request body larger than {self.limit:,} bytes"
-        length = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
         if length is not None:
             try:
                 declared = int(length)
             except ValueError:
                 return await send_error(send, 400, "bad Content-Length header")
             if declared > self.limit:
+                if b"100-continue" not in headers.get(b"expect", b"").lower():
+                    await drain(receive)
                 return await send_error(send, 413, message)
         seen, started = 0, False
 
@@ -68,6 +91,7 @@ class BodyLimit:
             await self.app(scope, counted, tracked)
         except BodyTooLarge:
             if not started:
+                await drain(receive, seen)
                 await send_error(send, 413, message)
 
 

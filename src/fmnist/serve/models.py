@@ -1,14 +1,16 @@
 """The served models: each loaded through fmnist.inference.predictor and warmed up with a batch
-before the server opens its port, under a name unique among them."""
+before the server opens its port, under a name unique among them, with its dynamic batcher."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
 import torch
 from fastapi import HTTPException
 
 from fmnist.inference.predictor import Predictor, load_predictor
+from fmnist.serve.batching import Batcher
 
 
 def load_models(sources: list, backend: str | None = None) -> dict[str, Predictor]:
@@ -26,15 +28,25 @@ def load_models(sources: list, backend: str | None = None) -> dict[str, Predicto
 
 
 class Models:
-    """The loaded models by name, for the routes: a name not served is a 404."""
+    """The loaded models by name, for the routes (a name not served is a 404), each with the
+    batcher its requests go through."""
 
-    def __init__(self, loaded: dict[str, Predictor]):
+    def __init__(self, loaded: dict[str, Predictor], max_batch: int, max_delay: float, limiter: anyio.CapacityLimiter):
         self.loaded = loaded
+        self.batchers = {name: Batcher(p, max_batch, max_delay, limiter) for name, p in loaded.items()}
 
     def get(self, name: str) -> Predictor:
         if name not in self.loaded:
             raise HTTPException(404, f"no model named {name!r}; served: {', '.join(self.loaded)}")
         return self.loaded[name]
 
+    def batcher(self, name: str) -> Batcher:
+        self.get(name)
+        return self.batchers[name]
+
     def all(self) -> dict[str, Predictor]:
         return self.loaded
+
+    def close(self) -> None:
+        for b in self.batchers.values():
+            b.close()

@@ -9,6 +9,9 @@ class ErrorBody(BaseModel):
     error: str = Field(description="what is wrong with the request, in one line")
 
 
+ERRORS = {status: {"model": ErrorBody} for status in (400, 404, 413, 422)}
+
+
 class ClassScore(BaseModel):
     label: str = Field(examples=["Sneaker"])
     index: int = Field(ge=0, le=9, description="the class's index in Fashion-MNIST")
@@ -46,6 +49,7 @@ class ModelList(BaseModel):
 
 # The Open Inference Protocol (v2) shapes that KServe, Triton and MLServer share.
 
+
 class TensorMetadata(BaseModel):
     name: str
     datatype: str
@@ -64,19 +68,32 @@ class InferInput(BaseModel):
     name: str
     shape: list[int]
     datatype: str
-    data: list = Field(description="the tensor's values, flat in row-major order (nested lists are accepted)")
+    data: list | None = Field(
+        None,
+        description="the tensor's values, flat in row-major order (nested lists are accepted); "
+        "absent when they follow the JSON as binary data (parameters.binary_data_size)",
+    )
+    parameters: dict | None = Field(None, description="binary_data_size: bytes of this input after the JSON header")
+
+
+class RequestedOutput(BaseModel):
+    name: str
+    parameters: dict | None = Field(None, description="binary_data: true for the output as binary data")
 
 
 class InferRequest(BaseModel):
     id: str | None = None
     inputs: list[InferInput]
+    outputs: list[RequestedOutput] | None = None
+    parameters: dict | None = Field(None, description="binary_data_output: true for every output as binary data")
 
 
 class InferOutput(BaseModel):
     name: str
     shape: list[int]
     datatype: str
-    data: list[float]
+    data: list[float] | None = None
+    parameters: dict | None = None
 
 
 class InferResponse(BaseModel):

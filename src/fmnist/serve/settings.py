@@ -1,0 +1,18 @@
+"""The server's limits and batching, with their defaults (read by `fmnist serve`'s flags too)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fmnist.data.images import MAX_PIXELS
+
+
+@dataclass
+class Settings:
+    max_body_bytes: int = 10 * 1024 * 1024  # a request body over this is refused (413)
+    max_images: int = 16  # images in one /predict request
+    max_pixels: int = MAX_PIXELS  # an image declaring more is refused before it is decoded
+    max_infer_images: int = 1024  # images in one /v2/.../infer request
+    max_batch: int = 64  # images a model answers at once for concurrent requests (1: no batching)
+    max_delay: float = 0.001  # seconds a batch waits for more requests after its first
+    workers: int = 2  # decodings and model calls at a time, off the event loop
