@@ -70,13 +70,14 @@ class BodyLimit:
                 if b"100-continue" not in headers.get(b"expect", b"").lower():
                     await drain(receive)
                 return await send_error(send, 413, message)
-        seen, started = 0, False
+        seen, started, ended = 0, False, False
 
         async def counted():
-            nonlocal seen
+            nonlocal seen, ended
             event = await receive()
             if event["type"] == "http.request":
                 seen += len(event.get("body", b""))
+                ended = not event.get("more_body", False)
                 if seen > self.limit:
                     raise BodyTooLarge
             return event
@@ -91,7 +92,8 @@ class BodyLimit:
             await self.app(scope, counted, tracked)
         except BodyTooLarge:
             if not started:
-                await drain(receive, seen)
+                if not ended:
+                    await drain(receive, seen)
                 await send_error(send, 413, message)
 
 

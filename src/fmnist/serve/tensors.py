@@ -10,6 +10,7 @@ way, and answered in kind when the client asks for binary outputs.
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -33,40 +34,23 @@ class Parsed:
     binary_output: bool
 
 
+# A "data" key and its array of numbers (nested or not), matched by the regex engine, not char by char.
+DATA = re.compile(r'"data"\s*:\s*(\[[-+0-9.eE,\s\[\]NaInfity]*\])')  # NaN and Infinity too: refused later
+
+
 def cut_data(text: str) -> tuple[str, list[str]]:
-    """The JSON text with each `"data": [...]` array replaced by null, and those arrays' text."""
-    pieces, arrays, at = [], [], 0
-    while (key := text.find('"data"', at)) >= 0:
-        colon = key + len('"data"')
-        while colon < len(text) and text[colon] in " \t\r\n":
-            colon += 1
-        start = colon + 1
-        while start < len(text) and text[start] in " \t\r\n":
-            start += 1
-        if colon >= len(text) or text[colon] != ":" or start >= len(text) or text[start] != "[":
-            at = key + 1
-            continue
-        end = _matching_bracket(text, start)
-        pieces += [text[at:start], "null"]
-        arrays.append(text[start : end + 1])
-        at = end + 1
-    pieces.append(text[at:])
-    return "".join(pieces), arrays
+    """The JSON text with each `"data": [...]` array of numbers replaced by null, and those arrays'
+    text. An array that holds anything but numbers is left in place for the JSON parser to refuse."""
+    arrays: list[str] = []
 
+    def cut(m: re.Match) -> str:
+        array = m.group(1)
+        if array.count("[") != array.count("]"):  # not one whole array: leave it to json
+            return m.group(0)
+        arrays.append(array)
+        return '"data": null'
 
-def _matching_bracket(text: str, start: int) -> int:
-    depth = 0
-    for i in range(start, len(text)):
-        c = text[i]
-        if c == "[":
-            depth += 1
-        elif c == "]":
-            depth -= 1
-            if depth == 0:
-                return i
-        elif c == '"':
-            raise HTTPException(400, "input data must be numbers (a flat or nested list)")
-    raise HTTPException(400, "request body is not valid JSON (an unclosed data array)")
+    return DATA.sub(cut, text), arrays
 
 
 def numbers(array_text: str, expected: int) -> np.ndarray:
@@ -115,6 +99,8 @@ def parse_request(body: bytes, header_length: str | None, max_batch: int) -> Par
         values = from_binary(binary, size, n * 784)
     elif arrays:
         values = numbers(arrays[0], n * 784)
+    elif tensor.data is not None:
+        raise HTTPException(400, "input data must be numbers (a flat or nested list)")
     else:
         raise HTTPException(400, "input 'data' is missing (or send it as binary data)")
     check_range(values)
