@@ -45,8 +45,9 @@ test-deps:
 study: data
 	$(BIN)/fmnist study --out $(STUDY_OUT) --overwrite
 
+# Two test processes: many tests wait on subprocesses, servers and torchrun, so two keep both cores busy.
 test: data test-deps lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2
 
 lint: setup
 	$(BIN)/ruff format --check src tests benchmarks docs
