@@ -8,8 +8,7 @@ from pathlib import Path
 from fmnist.cli.flags import add_data_flags
 from fmnist.errors import UsageError
 from fmnist.inference.predictor import BACKENDS
-
-STUDY_MODELS = ["shallow", "simple_cnn", "deep_cnn", "deeper_cnn"]
+from fmnist.models.study import STUDY_MODELS
 
 
 def cmd_data(args) -> int:

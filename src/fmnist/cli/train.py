@@ -10,11 +10,10 @@ from pathlib import Path
 from fmnist.cli.flags import add_config_flags, add_train_flags, config_from, config_layers, given_flags
 from fmnist.errors import UsageError
 from fmnist.models import list_models
+from fmnist.models.study import STUDY_MODELS
 from fmnist.run.folder import RunFolder
 from fmnist.training import distributed
 from fmnist.training.config import TrainConfig
-
-STUDY_MODELS = ["shallow", "simple_cnn", "deep_cnn", "deeper_cnn"]
 
 
 def cmd_train(args) -> int:

@@ -6,6 +6,8 @@ from torch import nn
 
 from fmnist.models.registry import register_model
 
+STUDY_MODELS = ["shallow", "simple_cnn", "deep_cnn", "deeper_cnn"]  # the original study's four, in its order
+
 
 def conv_relu(c_in: int, c_out: int, padding: int = 0, bn: bool = False) -> list[nn.Module]:
     layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, 3, padding=padding)]
