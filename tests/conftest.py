@@ -124,6 +124,18 @@ def register(monkeypatch):
     return registry.register_model
 
 
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two run folders (shallow, simple_cnn) trained for an epoch on synthetic data, for the server's tests."""
+    from fmnist.cli.main import main
+
+    root = tmp_path_factory.mktemp("served")
+    write_dataset(root / "data", train_per_class=20)
+    for name in ("shallow", "simple_cnn"):
+        assert main([str(a) for a in train_args(root / "data", root / name, name, "--epochs", "1")]) == 0
+    return root
+
+
 def free_port() -> int:
     import socket
 

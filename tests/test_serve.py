@@ -12,14 +12,13 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from conftest import cli, start_server, train_args, write_dataset
+from conftest import cli, start_server
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from PIL import Image
 
-from fmnist.cli.main import main
 from fmnist.data import CLASSES
 from fmnist.data.images import load_image_bytes
 from fmnist.errors import FmnistError
@@ -27,15 +26,6 @@ from fmnist.inference.predictor import load_predictor
 from fmnist.jobs.predict import predict_files
 from fmnist.serve import Settings, create_app
 from fmnist.serve.load import Call, run_load
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("serve")
-    write_dataset(root / "data", train_per_class=20)
-    for name in ("shallow", "simple_cnn"):
-        assert main([str(a) for a in train_args(root / "data", root / name, name, "--epochs", "1")]) == 0
-    return root
 
 
 def wait_ready(client, seconds=60):

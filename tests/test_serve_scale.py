@@ -16,23 +16,13 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from conftest import free_port, start_server, train_args, write_dataset
+from conftest import free_port, start_server
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from fmnist.cli.main import main
 from fmnist.inference.predictor import load_predictor
 from fmnist.serve import Settings, create_app
 from fmnist.serve.batching import Batcher
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("scale")
-    write_dataset(root / "data", train_per_class=20)
-    for name in ("shallow", "simple_cnn"):
-        assert main([str(a) for a in train_args(root / "data", root / name, name, "--epochs", "1")]) == 0
-    return root
 
 
 @pytest.fixture(scope="module")
