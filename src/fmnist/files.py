@@ -76,10 +76,11 @@ def read_json(path: Path) -> Any:
         raise FmnistError(f"cannot read {path}: {e}") from None
 
 
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
+    """Rows as CSV; with `columns`, the header is written even when there are no rows."""
     buf = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    if rows or columns:
+        writer = csv.DictWriter(buf, fieldnames=columns or list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     write_text(path, buf.getvalue())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from fmnist.data.exclude import ExcludeFileError, read_index_csv
 from fmnist.errors import UsageError
 from fmnist.training.config import (
     HYPER,
@@ -41,6 +42,13 @@ def _default_text(value) -> str:
     return repr(value) if value == "" else str(value)
 
 
+def _index_file(path: str) -> list[int]:
+    try:
+        return read_index_csv(path)
+    except ExcludeFileError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def add_config_flags(
     p: argparse.ArgumentParser,
     names: list[str],
@@ -55,7 +63,9 @@ def add_config_flags(
             continue
         flag = "--" + f.name.replace("_", "-")
         text = f"{f.metadata['help']} (default {_default_text(f.default)})"
-        if types[f.name] is bool:
+        if types[f.name] == list[int]:  # a list of indices comes from a file (exclude)
+            groups[f.metadata["kind"]].add_argument(flag, type=_index_file, metavar="FILE.csv", help=f.metadata["help"])
+        elif types[f.name] is bool:
             groups[f.metadata["kind"]].add_argument(flag, action=argparse.BooleanOptionalAction, help=text)
         else:
             metavar = {int: "N", float: "X"}.get(types[f.name], f.name.upper())

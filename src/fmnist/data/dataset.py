@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -196,14 +197,33 @@ def load_fashion_mnist(
     return FashionMNIST(*_tensors(contents, cache_dir()), cache_dir(), "download", True)
 
 
-def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Seeded, class-stratified indices (train, val) with `fraction` of each class in val."""
+def stratified_split(
+    labels: torch.Tensor, fraction: float, seed: int, exclude: Sequence[int] = ()
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded, class-stratified indices (train, val) into `labels`, with `fraction` of each class in
+    val; the indices in `exclude` (0-based, as in the IDX file) are then taken out of both, so a run
+    without them is validated on the same images as one with them, less the excluded."""
     idx = np.arange(len(labels))
     try:
         train_idx, val_idx = train_test_split(idx, test_size=fraction, random_state=seed, stratify=labels.numpy())
     except ValueError as e:
         raise UsageError(f"cannot split {len(labels)} images with val_split={fraction}: {e}") from None
+    if len(exclude):
+        outside = [i for i in exclude if not 0 <= i < len(labels)]
+        if outside:
+            raise UsageError(
+                f"excluded index {outside[0]} is out of range: the training set has {len(labels):,} images (0-based)"
+            )
+        train_idx, val_idx = np.setdiff1d(train_idx, exclude), np.setdiff1d(val_idx, exclude)
     return torch.from_numpy(np.sort(train_idx)), torch.from_numpy(np.sort(val_idx))
+
+
+def fingerprint(data: FashionMNIST) -> str:
+    """A digest of the images and labels themselves, to tell whether two jobs used the same data."""
+    h = hashlib.blake2b(digest_size=16)
+    for t in (data.train_images, data.train_labels, data.test_images, data.test_labels):
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
 
 
 def class_counts(labels: torch.Tensor) -> list[int]:

@@ -75,7 +75,7 @@ def bench_training(
 ) -> dict:
     """Seconds per training epoch: the median of `epochs` after a warm-up of a few steps."""
     cfg = TrainConfig(model=name, batch_size=batch_size, quiet=quiet)
-    train_idx, _ = stratified_split(data.train_labels, cfg.val_split, cfg.seed)
+    train_idx, _ = stratified_split(data.train_labels, cfg.val_split, cfg.seed, cfg.exclude)
     x, y = data.train_images[train_idx].to(device), data.train_labels[train_idx].to(device)
     torch.manual_seed(0)
     model = prepare(create_model(name), device)

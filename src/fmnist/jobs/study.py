@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from fmnist.data import CLASSES, stratified_split
+from fmnist.data import CLASSES, fingerprint, stratified_split
 from fmnist.device import resolve_device
 from fmnist.errors import UsageError
 from fmnist.jobs.train import train_run
@@ -16,6 +16,7 @@ from fmnist.models import count_params, create_model
 from fmnist.reports import plots
 from fmnist.reports.diagnostics import check_identical
 from fmnist.reports.html import write_study_report
+from fmnist.run.audit import AuditFolder, audit_for
 from fmnist.run.folder import RunFolder, load_data
 from fmnist.run.study import StudyFolder
 from fmnist.stops import Diverged
@@ -57,7 +58,7 @@ def run_study(models: list[str], base: TrainConfig, out: Path, overwrite: bool =
     study = StudyFolder(out)
     study.check_new(overwrite)
     data = load_data(base)
-    n_train = len(stratified_split(data.train_labels, base.val_split, base.seed)[0])
+    n_train = len(stratified_split(data.train_labels, base.val_split, base.seed, base.exclude)[0])
     check_study([dataclasses.replace(base, model=name) for name in models], n_train)
     study.prepare(overwrite)
     runs, failures = [], []
@@ -70,11 +71,14 @@ def run_study(models: list[str], base: TrainConfig, out: Path, overwrite: bool =
             if not run.has_metrics():
                 continue
         runs.append(run)
-    return write_study(study, runs, base, failures)
+    return write_study(study, runs, base, failures, audit_for(fingerprint(data)))
 
 
-def write_study(study: StudyFolder, runs: list[RunFolder], base: TrainConfig, failures: list[str]) -> dict:
-    """summary.json, the comparison figures and the reports of a study's tested runs."""
+def write_study(
+    study: StudyFolder, runs: list[RunFolder], base: TrainConfig, failures: list[str], audit: AuditFolder | None = None
+) -> dict:
+    """summary.json, the comparison figures and the reports of a study's tested runs, linking the
+    audit of the same data when there is one."""
     rows = [summarize(run) for run in runs]
     metrics = {row["name"]: run.metrics() for row, run in zip(rows, runs)}
     flags = failures + [f for m in metrics.values() for f in m["diagnostics"]] + check_identical(metrics)
@@ -83,6 +87,11 @@ def write_study(study: StudyFolder, runs: list[RunFolder], base: TrainConfig, fa
         "diagnostics": flags,
         "settings": {k: v for k, v in dataclasses.asdict(base).items() if k != "model"},
     }
+    if audit is not None:
+        summary["audit"] = {
+            "folder": str(audit.path),
+            **{k: audit.summary()[k] for k in ("label_issues", "duplicates")},
+        }
     study.write_json(StudyFolder.SUMMARY, summary)
     figures = {"val_curves": study.record("val_curves.png"), "f1": study.record("f1.png")}
     if rows:
@@ -91,5 +100,20 @@ def write_study(study: StudyFolder, runs: list[RunFolder], base: TrainConfig, fa
             {n: [m["classification_report"][c]["f1-score"] for c in CLASSES] for n, m in metrics.items()}, figures["f1"]
         )
     figures.update({row["name"]: run.figures()["confusion"] for row, run in zip(rows, runs)})
-    write_study_report(study.record("report.md"), study.record("report.html"), figures, rows, metrics, flags)
+    write_study_report(
+        study.record("report.md"), study.record("report.html"), figures, rows, metrics, flags, audit_link(audit)
+    )
     return summary
+
+
+def audit_link(audit: AuditFolder | None) -> dict | None:
+    """What the study's report says of the data's audit: where its report is, and its counts."""
+    if audit is None:
+        return None
+    found = audit.summary()
+    return {
+        "report": audit.file("report.html"),
+        "train": found["label_issues"]["train"],
+        "test": found["label_issues"]["test"],
+        "duplicates": sum(sum(v.values()) for v in found["duplicates"].values()),
+    }

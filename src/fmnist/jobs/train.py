@@ -28,8 +28,9 @@ from fmnist.training.setup import build_model, check_trainable
 
 
 def split(data: FashionMNIST, cfg: TrainConfig, device: torch.device):
-    """Train and validation tensors on `device`; the test set stays out of training entirely."""
-    train_idx, val_idx = stratified_split(data.train_labels, cfg.val_split, cfg.seed)
+    """Train and validation tensors on `device`, without the excluded training images; the test set
+    stays out of training entirely."""
+    train_idx, val_idx = stratified_split(data.train_labels, cfg.val_split, cfg.seed, cfg.exclude)
     x, y = data.train_images, data.train_labels
     return ((x[train_idx].to(device), y[train_idx].to(device)), (x[val_idx].to(device), y[val_idx].to(device)))
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import html
+import os
 from pathlib import Path
 
 from fmnist.data import CLASSES
@@ -26,7 +27,7 @@ STYLE = (
 )
 
 
-def _img(path: Path) -> str:
+def img_tag(path: Path) -> str:
     if not path.is_file():
         return f"<p><em>missing figure {html.escape(path.name)}</em></p>"
     data = base64.b64encode(path.read_bytes()).decode()
@@ -85,6 +86,7 @@ def write_run_report(path: Path, figures: dict[str, Path], config: dict, metrics
             ["top-2 accuracy", f"{metrics['top2_accuracy']:.4f}"],
             ["epochs / batch size / lr", f"{config['epochs']} / {config['batch_size']} / {config['lr']}"],
             ["recipe", config.get("recipe") or "none"],
+            ["training images excluded", f"{len(config.get('exclude') or []):,}"],
             ["training seconds", f"{metrics.get('train_seconds', 0):.1f}"],
         ]
         + _target_rows(metrics.get("target")),
@@ -98,7 +100,7 @@ def write_run_report(path: Path, figures: dict[str, Path], config: dict, metrics
         f"<h2>Per class (test)</h2>{per_class}"
         f"<h2>Most confused pairs</h2>{confused}"
     )
-    body += "".join(f"<h2>{title}</h2>{_img(figures[name])}" for name, title in RUN_FIGURES.items())
+    body += "".join(f"<h2>{title}</h2>{img_tag(figures[name])}" for name, title in RUN_FIGURES.items())
     write_text(path, html_page(f"fmnist run: {config['model']}", body))
 
 
@@ -132,23 +134,31 @@ def write_study_report(
     models: list[dict],
     metrics: dict[str, dict],
     flags: list[str],
+    audit: dict | None = None,
 ) -> None:
     """A study's report.md and self-contained report.html. `figures` holds the paths of
-    'val_curves', 'f1' and each model's confusion matrix (by the model's name)."""
+    'val_curves', 'f1' and each model's confusion matrix (by the model's name); `audit` the data
+    audit's report and counts, when the same data was audited."""
     rows = _compare_rows(models)
     f1_header = ["class", *[m["name"] for m in models]]
     f1_rows = [
         [c, *[f"{metrics[m['name']]['classification_report'][c]['f1-score']:.3f}" for m in models]] for c in CLASSES
     ]
-    write_text(md_path, _study_markdown(md_path, figures, models, rows, (f1_header, f1_rows), flags))
+    md = _study_markdown(md_path, figures, models, rows, (f1_header, f1_rows), flags)
+    if audit:
+        md += f"\n## Data audit\n\n{_audit_text(audit)} ([report]({_rel(audit['report'], md_path)}))\n"
+    write_text(md_path, md)
     body = (
         f"<p>{STUDY_NOTE}.</p>"
         f"<h2>Comparison</h2>{html_table(COMPARE_HEADER, rows)}<h2>Diagnostics</h2>{_flags_html(flags)}"
-        f"<h2>Validation curves</h2>{_img(figures['val_curves'])}"
-        f"<h2>Per-class F1 (test)</h2>{_img(figures['f1'])}{html_table(f1_header, f1_rows)}"
+        f"<h2>Validation curves</h2>{img_tag(figures['val_curves'])}"
+        f"<h2>Per-class F1 (test)</h2>{img_tag(figures['f1'])}{html_table(f1_header, f1_rows)}"
         "<h2>Confusion matrices</h2>"
     )
-    body += "".join(f"<h3>{html.escape(m['name'])}</h3>{_img(figures[m['name']])}" for m in models)
+    body += "".join(f"<h3>{html.escape(m['name'])}</h3>{img_tag(figures[m['name']])}" for m in models)
+    if audit:
+        link = html.escape(_rel(audit["report"], html_path))
+        body += f"<h2>Data audit</h2><p>{html.escape(_audit_text(audit))} (<a href='{link}'>audit report</a>)</p>"
     write_text(html_path, html_page("fmnist study", body))
 
 
@@ -171,8 +181,13 @@ def _study_markdown(
 
 
 def _rel(path: Path, page: Path) -> str:
-    """`path` as a link from the page at `page` (relative where it lies below the page's folder)."""
-    try:
-        return path.relative_to(page.parent).as_posix()
-    except ValueError:
-        return path.as_posix()
+    """`path` as a relative link from the page at `page`, so the two can move together."""
+    return Path(os.path.relpath(path.absolute(), page.parent.absolute())).as_posix()
+
+
+def _audit_text(audit: dict) -> str:
+    return (
+        f"An audit of this same data lists {audit['train']:,} likely label errors in the training set, "
+        f"{audit['test']:,} in the test set and {audit['duplicates']:,} duplicate pairs: the test figures "
+        "above are measured against labels that are partly wrong."
+    )

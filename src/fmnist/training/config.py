@@ -29,8 +29,11 @@ RECORD = "record"  # provenance kept with the run, set by fmnist itself, never b
 FIXED, CHANGE, LENGTHEN = "fixed", "change", "lengthen"
 
 
-def hyper(default: Any, help: str, resume: str = FIXED) -> Any:
-    return dataclasses.field(default=default, metadata={"kind": HYPER, "help": help, "resume": resume})
+def hyper(default: Any, help: str, resume: str = FIXED, factory: Any = None) -> Any:
+    meta = {"kind": HYPER, "help": help, "resume": resume}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
 
 
 def run(default: Any, help: str) -> Any:
@@ -95,6 +98,13 @@ class TrainConfig:
         "with several processes on GPUs: BatchNorm statistics over the whole "
         "batch, not each process's share (CUDA only)",
     )
+    exclude: list[int] = hyper(
+        None,
+        "training images left out of training and validation (the split is otherwise the same): a CSV "
+        "with an 'index' column (0-based in the IDX file; with a 'split' column, its 'train' rows), as "
+        "`fmnist audit` writes",
+        factory=list,
+    )
     device: str = run("auto", "auto (CUDA if present, else CPU), cpu, cuda, cuda:N or mps")
     data_dir: str = run("", "folder with the four Fashion-MNIST files (empty: discover)")
     verify: bool = run(True, "check the SHA-256 of the data files")
@@ -129,6 +139,8 @@ class TrainConfig:
         if self.weight_decay < 0 or self.crop_pad < 0 or self.tta_shift < 0:
             raise UsageError("weight_decay, crop_pad and tta_shift must not be negative")
         check_device_name(self.device)
+        if any(i < 0 for i in self.exclude):
+            raise UsageError("exclude holds a negative index; indices are 0-based positions in the IDX file")
         if sorted(set(self.schedule_restarts)) != self.schedule_restarts or any(
             not 0 < e < self.epochs for e in self.schedule_restarts
         ):
