@@ -75,7 +75,8 @@ def test_predict_reports_bad_files_and_classifies_the_rest(trained, tmp_path, ca
     # The run's model on the files as predict brings them to the dataset's form (the real-data
     # tests check that form against the test set itself).
     model, _ = RunFolder(trained / "run").load_model()[:2]
-    expected = predict_logits(model, torch.stack([load_image(g) for g in good])).softmax(1)
+    temperature = json.loads((trained / "run" / "metrics.json").read_text())["calibration"]["temperature"]
+    expected = (predict_logits(model, torch.stack([load_image(g) for g in good])) / temperature).softmax(1)
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "text.png").write_text("hello")
     code, out, err = cli(

@@ -84,7 +84,8 @@ def test_predict_answers_per_image_and_per_model_as_predict_does(client, runs, t
 
 def test_models_route_describes_each_model(client, runs):
     body = client.get("/models").json()
-    recorded = json.loads((runs / "shallow" / "metrics.json").read_text())["test_accuracy"]
+    metrics = json.loads((runs / "shallow" / "metrics.json").read_text())
+    recorded, temperature = metrics["test_accuracy"], metrics["calibration"]["temperature"]
     assert body["ready"] and [m["name"] for m in body["models"]] == ["shallow", "simple_cnn"]
     assert body["models"][0] == {
         "name": "shallow",
@@ -93,6 +94,7 @@ def test_models_route_describes_each_model(client, runs):
         "test_accuracy": recorded,
         "backend": "onnx",
         "source": str(runs / "shallow"),
+        "temperature": temperature,
     }
 
 

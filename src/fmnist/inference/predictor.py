@@ -18,7 +18,7 @@ from fmnist.errors import FmnistError, UsageError
 from fmnist.files import read_json
 from fmnist.models import count_params, create_model
 from fmnist.models.forward import predict_logits
-from fmnist.run.folder import BEST, RunFolder
+from fmnist.run.folder import BEST, METRICS, RunFolder
 from fmnist.training.config import TrainConfig
 
 BACKENDS = ("torch", "onnx")
@@ -36,9 +36,14 @@ class Predictor:
     backend: str
     logits: Callable[[torch.Tensor], torch.Tensor]
     info: dict = field(default_factory=dict)  # model, parameters, test_accuracy, tta
+    temperature: float = 1.0  # fitted on the run's validation split; the logits stay raw
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        return self.logits(images).softmax(1)
+        return self.calibrated(self.logits(images))
+
+    def calibrated(self, logits: torch.Tensor) -> torch.Tensor:
+        """Calibrated probabilities from this model's raw logits."""
+        return (logits / self.temperature).softmax(1)
 
 
 def check_backend(name: str | None) -> str:
@@ -70,7 +75,19 @@ def load_onnx_file(path: Path) -> Predictor:
         "test_accuracy": source.get("test_accuracy"),
         "tta": meta.get("tta"),
     }
-    return _onnx_predictor(proto, path.stem, str(path), info)
+    predictor = _onnx_predictor(proto, path.stem, str(path), info)
+    predictor.temperature = temperature_of(meta.get("calibration"), path)
+    return predictor
+
+
+def temperature_of(calibration, source) -> float:
+    """The temperature a run's metrics or an exported file states (1 where none was fitted)."""
+    if calibration is None:
+        return 1.0
+    t = calibration.get("temperature") if isinstance(calibration, dict) else None
+    if not isinstance(t, (int, float)) or isinstance(t, bool) or not 0 < t < float("inf"):
+        raise FmnistError(f"{source}: its calibration temperature {t!r} is not a positive number")
+    return float(t)
 
 
 def model_predictor(
@@ -106,8 +123,11 @@ def load_run(run_dir: Path, backend: str) -> Predictor:
     if backend == "onnx" and exported.is_file() and _exported_from_best(run, exported):
         from fmnist.inference.onnx_runtime import read_model
 
-        return _onnx_predictor(read_model(exported), run.path.name, str(run.path), info)
-    return model_predictor(model, cfg, backend, run.path.name, str(run.path), info)
+        predictor = _onnx_predictor(read_model(exported), run.path.name, str(run.path), info)
+    else:
+        predictor = model_predictor(model, cfg, backend, run.path.name, str(run.path), info)
+    predictor.temperature = temperature_of(metrics.get("calibration"), run.file(METRICS))
+    return predictor
 
 
 def _exported_from_best(run: RunFolder, exported: Path) -> bool:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from fmnist.data import FashionMNIST
+from fmnist.data import FashionMNIST, stratified_split
 from fmnist.inference.predictor import Predictor
 from fmnist.models.forward import predict_logits
 from fmnist.reports import plots
+from fmnist.reports.calibration import calibrate
 from fmnist.reports.diagnostics import check_run
 from fmnist.reports.html import write_run_report
 from fmnist.reports.metrics import metrics_from_logits
@@ -28,15 +29,21 @@ def evaluate_run(
     data = data or folder.data(cfg, data_dir, verify)
     logits = predict_logits(model, data.test_images, tta=cfg.tta, tta_shift=cfg.tta_shift)
     metrics = metrics_from_logits(logits, data.test_labels)
+    val = stratified_split(data.train_labels, cfg.val_split, cfg.seed, cfg.exclude)[1]
+    val_logits = predict_logits(model, data.train_images[val], tta=cfg.tta, tta_shift=cfg.tta_shift)
+    metrics["calibration"] = calibrate(val_logits, data.train_labels[val], logits, data.test_labels)
     metrics["best_epoch"] = int(state["epoch"])
     metrics.update(timing(history, cfg, metrics["best_epoch"]))
     metrics["diagnostics"] = check_run(cfg.model, metrics, history, folder.marked("diverged"))
     folder.write_metrics(metrics)
-    probs = logits.softmax(1)
+    temperature = metrics["calibration"]["temperature"]
+    probs = (logits / temperature).softmax(1)  # what predict and serve show: calibrated
     plots.curves(history, folder.figure("curves"), cfg.model)
     plots.confusion(metrics["confusion_matrix"], folder.figure("confusion"), cfg.model)
     plots.samples(data.test_images, data.test_labels, probs, folder.figure("samples"))
     plots.misclassified(data.test_images, data.test_labels, probs, folder.figure("misclassified"))
+    plots.top_losses(data.test_images, data.test_labels, probs, folder.figure("top_losses"))
+    plots.reliability(logits, data.test_labels, temperature, folder.figure("reliability"))
     write_run_report(
         folder.record("report.html"), folder.figures(), dataclasses.asdict(cfg), metrics, metrics["diagnostics"]
     )

@@ -57,7 +57,9 @@ def export_run(
         "best_epoch": metrics.get("best_epoch"),
     }
     tta = {"flip": cfg.tta, "shift": cfg.tta_shift}
-    proto = to_onnx(copy.deepcopy(model), cfg, {"classes": list(CLASSES), "source": source, "tta": tta})
+    calibration = calibration_of(metrics)
+    meta = {"classes": list(CLASSES), "source": source, "tta": tta, "calibration": calibration}
+    proto = to_onnx(copy.deepcopy(model), cfg, meta)
     data = data or run.data(cfg, data_dir, verify)
     checks = check_exported(proto, model, cfg, data.test_images)
     if out.parent.resolve() == run.path.resolve():  # inside the run: its files, removed with it
@@ -68,13 +70,24 @@ def export_run(
             onnx.save(proto, str(tmp))
     except OSError as e:
         raise FmnistError(f"cannot write {out}: {e.strerror}") from None
-    description = describe(proto, out, tta, source, checks)
+    description = describe(proto, out, tta, source, checks) | {"calibration": calibration}
     try:
         write_json(sidecar_path(out), description)
     except OSError as e:
         out.unlink(missing_ok=True)  # no model without its description
         raise FmnistError(f"cannot write {sidecar_path(out)}: {e.strerror}") from None
     return description
+
+
+def calibration_of(metrics: dict) -> dict:
+    """What an exported file says of its calibration: the graph answers raw logits, as /infer does."""
+    cal = metrics.get("calibration") or {}
+    return {
+        "temperature": cal.get("temperature", 1.0),
+        "use": "softmax(logits / temperature): the calibrated probabilities (fitted on the validation split)",
+        "ece_before": cal.get("ece_before"),
+        "ece_after": cal.get("ece_after"),
+    }
 
 
 def describe(proto, out: Path, tta: dict, source: dict, checks: dict) -> dict:

@@ -18,6 +18,8 @@ RUN_FIGURES = {
     "confusion": "Confusion matrix (test set)",
     "samples": "Sample test predictions",
     "misclassified": "Most confidently misclassified test images",
+    "top_losses": "Highest test losses (fastai's top losses)",
+    "reliability": "Reliability: confidence against accuracy, before and after the temperature",
 }
 
 STYLE = (
@@ -68,6 +70,16 @@ def per_class_rows(metrics: dict) -> list[list]:
     return rows
 
 
+def _calibration_rows(cal: dict | None) -> list[list[str]]:
+    if not cal:
+        return []
+    return [
+        ["temperature (fitted on validation)", f"{cal['temperature']:.3f}"],
+        ["test ECE before / after", f"{cal['ece_before']:.4f} / {cal['ece_after']:.4f}"],
+        ["test NLL before / after", f"{cal['nll_before']:.4f} / {cal['nll_after']:.4f}"],
+    ]
+
+
 def _target_rows(target: dict | None) -> list[list[str]]:
     if not target:
         return []
@@ -88,6 +100,7 @@ def write_run_report(path: Path, figures: dict[str, Path], config: dict, metrics
             ["recipe", config.get("recipe") or "none"],
             ["training images excluded", f"{len(config.get('exclude') or []):,}"],
             ["training seconds", f"{metrics.get('train_seconds', 0):.1f}"],
+            *_calibration_rows(metrics.get("calibration")),
         ]
         + _target_rows(metrics.get("target")),
     )
@@ -144,7 +157,9 @@ def write_study_report(
     f1_rows = [
         [c, *[f"{metrics[m['name']]['classification_report'][c]['f1-score']:.3f}" for m in models]] for c in CLASSES
     ]
+    calibration = _study_calibration(models, metrics)
     md = _study_markdown(md_path, figures, models, rows, (f1_header, f1_rows), flags)
+    md += f"\n## Calibration (test set; temperature fitted on validation)\n\n{md_table(*calibration)}\n"
     if audit:
         md += f"\n## Data audit\n\n{_audit_text(audit)} ([report]({_rel(audit['report'], md_path)}))\n"
     write_text(md_path, md)
@@ -156,6 +171,7 @@ def write_study_report(
         "<h2>Confusion matrices</h2>"
     )
     body += "".join(f"<h3>{html.escape(m['name'])}</h3>{img_tag(figures[m['name']])}" for m in models)
+    body += f"<h2>Calibration (test set; temperature fitted on validation)</h2>{html_table(*calibration)}"
     if audit:
         link = html.escape(_rel(audit["report"], html_path))
         body += f"<h2>Data audit</h2><p>{html.escape(_audit_text(audit))} (<a href='{link}'>audit report</a>)</p>"
@@ -191,3 +207,14 @@ def _audit_text(audit: dict) -> str:
         f"{audit['test']:,} in the test set and {audit['duplicates']:,} duplicate pairs: the test figures "
         "above are measured against labels that are partly wrong."
     )
+
+
+def _study_calibration(models: list[dict], metrics: dict[str, dict]) -> tuple[list[str], list[list]]:
+    header = ["model", "temperature", "ECE before", "ECE after", "NLL before", "NLL after"]
+    rows = []
+    for m in models:
+        cal = metrics[m["name"]].get("calibration")
+        if cal:
+            keys = ("ece_before", "ece_after", "nll_before", "nll_after")
+            rows.append([m["name"], f"{cal['temperature']:.3f}", *(f"{cal[k]:.4f}" for k in keys)])
+    return header, rows

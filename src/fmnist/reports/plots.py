@@ -119,3 +119,37 @@ def compare_f1(f1: dict[str, list[float]], path: Path) -> None:
     ax.legend(ncol=len(f1), fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     _save(fig, path)
+
+
+def reliability(logits: torch.Tensor, labels: torch.Tensor, temperature: float, path: Path, bins: int = 15) -> None:
+    """Reliability diagram of the test set: accuracy against confidence per equal-width bin, with
+    the raw probabilities and with the validation-fitted temperature."""
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2)
+    edges = np.linspace(0, 1, bins + 1)
+    for ax, (title, t) in zip(axes, (("raw", 1.0), (f"temperature {temperature:.3f}", temperature))):
+        conf, pred = (logits / t).softmax(1).max(1)
+        correct = (pred == labels).float().numpy()
+        which = np.clip(np.digitize(conf.numpy(), edges[1:-1]), 0, bins - 1)
+        counts = np.bincount(which, minlength=bins)
+        accuracy = np.bincount(which, weights=correct, minlength=bins) / np.maximum(counts, 1)
+        mean_conf = np.bincount(which, weights=conf.numpy(), minlength=bins) / np.maximum(counts, 1)
+        shown = counts > 0
+        ax.bar(edges[:-1][shown], accuracy[shown], width=1 / bins, align="edge", edgecolor="k", label="accuracy")
+        ax.plot(mean_conf[shown], mean_conf[shown], "r.", label="mean confidence")
+        ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+        ax.set(xlabel="confidence", ylabel="accuracy", title=title, xlim=(0, 1), ylim=(0, 1))
+        ax.legend(loc="upper left")
+    fig.suptitle("reliability (test set)")
+    _save(fig, path)
+
+
+def top_losses(images: torch.Tensor, labels: torch.Tensor, probs: torch.Tensor, path: Path, k: int = 10) -> None:
+    """The k test images with the highest loss: true class, predicted class and its probability."""
+    loss = -probs[torch.arange(len(labels)), labels].clamp_min(1e-12).log()
+    top = loss.argsort(descending=True)[:k]
+    conf, pred = probs.max(1)
+    captions = [
+        f"#{i}: {CLASSES[pred[i]]} {conf[i]:.0%}\ntrue {CLASSES[labels[i]]}, loss {loss[i]:.1f}" for i in top.tolist()
+    ]
+    image_grid(images[top], captions, (pred[top] != labels[top]).tolist(), path, "highest test losses")

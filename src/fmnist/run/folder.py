@@ -9,7 +9,8 @@ module spells a run's file names.
     best.pt         the checkpoint of the best validation accuracy: the one that is tested
     metrics.json    the test figures of best.pt
     diverged.json, pruned.json, failed.json   how a run ended early, when it did
-    curves.png, confusion.png, samples.png, misclassified.png, report.html   the report
+    curves.png, confusion.png, samples.png, misclassified.png, top_losses.png, reliability.png,
+    report.html     the report
     model.onnx (+ model.onnx.json)            the default export
 
 Each folder records the names it wrote (run/written.py): `--overwrite` removes those and nothing else.
@@ -41,6 +42,8 @@ FIGURES = {
     "confusion": "confusion.png",
     "samples": "samples.png",
     "misclassified": "misclassified.png",
+    "top_losses": "top_losses.png",
+    "reliability": "reliability.png",
 }
 EXPORT = "model.onnx"
 SUMMARY = "summary.json"  # a study's; its folder also holds these:

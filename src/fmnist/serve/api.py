@@ -44,6 +44,7 @@ async def list_models(request: Request):
                 "model": p.info.get("model", "?"),
                 "parameters": p.info.get("parameters"),
                 "test_accuracy": p.info.get("test_accuracy"),
+                "temperature": p.temperature,
             }
             for name, p in served.all().items()
         ],
@@ -90,7 +91,7 @@ async def predict(request: Request, top_k: int = Query(3, ge=1, le=10, descripti
     answers = await asyncio.gather(*(models.batcher(name).logits(images) for name in names))
     for name in names:
         state.metrics.images.labels(name).inc(len(images))
-    probs = {name: logits.softmax(1) for name, logits in zip(names, answers)}
+    probs = {name: models.get(name).calibrated(logits) for name, logits in zip(names, answers)}
     results = [
         {
             "file": file,

@@ -42,6 +42,8 @@ async def model_metadata(name: str, request: Request):
         "platform": PLATFORMS[p.backend],
         "inputs": [{"name": "images", "datatype": "FP32", "shape": [-1, 1, 28, 28]}],
         "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]}],
+        # /infer answers raw logits; softmax(logits / temperature) are the calibrated probabilities
+        "parameters": {"temperature": p.temperature},
     }
 
 

@@ -40,6 +40,7 @@ class ModelInfo(BaseModel):
     test_accuracy: float | None = Field(description="the run's own test accuracy, where it recorded one")
     backend: str = Field(description="onnx (ONNX Runtime) or torch (PyTorch)")
     source: str
+    temperature: float = Field(description="divides the logits before the softmax (fitted on validation; 1: none)")
 
 
 class ModelList(BaseModel):
@@ -62,6 +63,10 @@ class ModelMetadata(BaseModel):
     platform: str
     inputs: list[TensorMetadata]
     outputs: list[TensorMetadata]
+    parameters: dict[str, float] = Field(
+        default_factory=dict,
+        description="temperature: /infer answers raw logits; softmax(logits / temperature) is calibrated",
+    )
 
 
 class InferInput(BaseModel):

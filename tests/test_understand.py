@@ -1,0 +1,105 @@
+"""Calibration (a temperature fitted on validation, ECE, every place that shows probabilities)
+and explanations, on a CNN trained on synthetic data with noisy labels (so it cannot be right
+about everything, and its confidence has something to be calibrated against)."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import cli, make_split
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from fmnist.data import CLASSES, load_fashion_mnist
+from fmnist.data.idx import encode_idx
+from fmnist.data.images import load_image
+from fmnist.inference.predictor import load_predictor
+from fmnist.jobs.evaluate import evaluate_run
+from fmnist.run.folder import RunFolder
+from fmnist.serve import Settings, create_app
+
+NOISE = 0.2  # the share of labels moved to another class, in training and test alike
+
+
+def noisy_dataset(directory, seed: int = 3) -> None:
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for prefix, per_class, split_seed in (("train", 60, 1), ("t10k", 30, 2)):
+        images, labels = make_split(per_class, split_seed)
+        moved = rng.random(len(labels)) < NOISE
+        labels[moved] = (labels[moved] + rng.integers(1, 10, moved.sum())) % 10
+        arrays[f"{prefix}-images-idx3-ubyte"], arrays[f"{prefix}-labels-idx1-ubyte"] = images, labels
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, array in arrays.items():
+        (directory / f"{name}.gz").write_bytes(gzip.compress(encode_idx(array.astype(np.uint8))))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """simple_cnn trained long enough to be over-confident on noisy labels, and exported to ONNX."""
+    from fmnist.cli.main import main
+
+    root = tmp_path_factory.mktemp("understand")
+    noisy_dataset(root / "data")
+    flags = ["--data-dir", root / "data", "--no-verify", "--quiet", "--device", "cpu"]
+    train = ["train", "simple_cnn", *flags, "--epochs", "8", "--lr", "0.003", "--out", root / "run"]
+    assert main([str(a) for a in train]) == 0
+    assert main([str(a) for a in ["export", root / "run", "--out", root / "model.onnx", *flags[:3]]]) == 0
+    return root
+
+
+def test_the_temperature_comes_from_validation_and_lowers_the_test_ece(trained):
+    cal = json.loads((trained / "run" / "metrics.json").read_text())["calibration"]
+    assert cal["temperature"] > 1.05  # over-confident, as networks trained to zero loss are
+    assert cal["ece_after"] <= cal["ece_before"] and cal["nll_after"] <= cal["nll_before"]
+    data = load_fashion_mnist(trained / "data", verify=False)
+    shuffled = dataclasses.replace(data, test_labels=data.test_labels[torch.randperm(len(data.test_labels))])
+    again = evaluate_run(RunFolder(trained / "run"), data=shuffled)["calibration"]
+    assert again["temperature"] == cal["temperature"]  # the test labels changed; the temperature did not
+    assert again["ece_before"] != cal["ece_before"]
+    assert evaluate_run(RunFolder(trained / "run"), data=data)["calibration"] == cal
+    page = (trained / "run" / "report.html").read_text()
+    assert "temperature (fitted on validation)" in page and "Reliability" in page and "Highest test losses" in page
+
+
+def png_of(image: torch.Tensor) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray((image[0].numpy() * 255).round().astype(np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_predict_serve_and_onnx_give_the_same_calibrated_probabilities(trained, capsys):
+    data = load_fashion_mnist(trained / "data", verify=False)
+    (trained / "x.png").write_bytes(png_of(data.test_images[0]))
+    image = load_image(trained / "x.png")[None]  # what predict and serve make of the file
+    run = load_predictor(trained / "run", "torch")
+    onnx_file = load_predictor(trained / "model.onnx")
+    assert onnx_file.temperature == run.temperature != 1.0
+    calibrated = run.probabilities(image)
+    raw = run.logits(image).softmax(1)
+    assert (calibrated - raw).abs().max() > 1e-3  # the temperature makes a visible difference
+    assert torch.allclose(onnx_file.probabilities(image), calibrated, atol=1e-5)
+    code, out, _ = cli(
+        capsys, "predict", trained / "run", trained / "x.png", "--json", "--top-k", "10", "--backend", "torch"
+    )
+    by_class = {p["class"]: p["probability"] for p in json.loads(out)[0]["predictions"]}
+    assert code == 0 and np.allclose([by_class[c] for c in CLASSES], calibrated[0].numpy(), atol=1e-5)
+    with TestClient(create_app([trained / "model.onnx"], Settings())) as client:
+        answer = client.post(
+            "/predict?top_k=10", files={"file": ("x.png", (trained / "x.png").read_bytes(), "image/png")}
+        ).json()
+        served = {p["label"]: p["probability"] for p in answer["results"][0]["models"][0]["predictions"]}
+        assert np.allclose([served[c] for c in CLASSES], calibrated[0].numpy(), atol=1e-5)
+        meta = client.get("/v2/models/model").json()
+        assert meta["parameters"]["temperature"] == pytest.approx(run.temperature)
+        body = {"inputs": [{"name": "images", "shape": [1, 784], "datatype": "FP32", "data": image.flatten().tolist()}]}
+        logits = client.post("/v2/models/model/infer", json=body).json()["outputs"][0]["data"]
+        assert np.allclose(logits, run.logits(image)[0].numpy(), atol=1e-4)  # /infer: raw logits
+    described = json.loads((trained / "model.onnx.json").read_text())["calibration"]
+    assert described["temperature"] == pytest.approx(run.temperature)
