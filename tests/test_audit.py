@@ -135,6 +135,10 @@ def test_a_study_report_links_the_audit_of_its_own_data_only(audited, tmp_path, 
     assert "Data audit" in page and "href='../audits/au/report.html'" in page
     summary = json.loads((tmp_path / "same" / "summary.json").read_text())
     assert summary["audit"]["label_issues"]["train"] > 0
+    (tmp_path / "same" / "report.html").unlink()  # evaluating the study writes it again, with the runs
+    code, out, _ = cli(capsys, "evaluate", "same", "--data-dir", root / "data", "--no-verify")
+    page = (tmp_path / "same" / "report.html").read_text()
+    assert code == 0 and "shallow: test accuracy" in out and "Data audit" in page and "Calibration" in page
     other = tmp_path / "other-data"
     planted_dataset(other)
     labels = other / "train-labels-idx1-ubyte.gz"

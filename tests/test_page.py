@@ -114,3 +114,16 @@ def test_a_drawing_gets_a_preview_and_an_answer(page, served, tmp_path):
     assert Image.open(shot).size[0] == 1280
     page.get_by_test_id("clear").click()
     assert page.get_by_test_id("preview").get_attribute("data-ready") is None
+
+
+def test_each_model_card_shows_where_it_looked_for_its_top_class(page, served):
+    _, _, image = served
+    page.get_by_test_id("file").set_input_files(str(image))
+    labels = shown_labels(page)
+    page.wait_for_function("document.querySelectorAll('[data-testid=saliency]').length == 2", timeout=30_000)
+    for name, label in labels.items():
+        card = page.locator(f"[data-testid=model-card][data-model={name}]")
+        img = card.get_by_test_id("saliency")
+        assert img.get_attribute("alt") == f"where {name} looked for {label}"
+        assert img.get_attribute("src").startswith("data:image/png;base64,")
+        assert img.evaluate("i => i.naturalWidth") == 112

@@ -4,6 +4,7 @@ about everything, and its confidence has something to be calibrated against)."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import gzip
 import io
@@ -19,8 +20,10 @@ from PIL import Image
 from fmnist.data import CLASSES, load_fashion_mnist
 from fmnist.data.idx import encode_idx
 from fmnist.data.images import load_image
+from fmnist.explain.methods import DEFAULT_METHOD
 from fmnist.inference.predictor import load_predictor
 from fmnist.jobs.evaluate import evaluate_run
+from fmnist.jobs.explain import sanity_checks
 from fmnist.run.folder import RunFolder
 from fmnist.serve import Settings, create_app
 
@@ -103,3 +106,77 @@ def test_predict_serve_and_onnx_give_the_same_calibrated_probabilities(trained, 
         assert np.allclose(logits, run.logits(image)[0].numpy(), atol=1e-4)  # /infer: raw logits
     described = json.loads((trained / "model.onnx.json").read_text())["calibration"]
     assert described["temperature"] == pytest.approx(run.temperature)
+
+
+def test_the_explain_route_shows_where_each_model_looked_and_is_bounded(trained):
+    png = png_of(load_fashion_mnist(trained / "data", verify=False).test_images[0])
+    with TestClient(create_app([trained / "model.onnx", trained / "run"], Settings())) as client:
+        answer = client.post("/explain", files={"file": ("x.png", png, "image/png")})
+        assert answer.status_code == 200 and answer.json()["method"] == "occlusion"
+        predicted = client.post("/predict?top_k=1", files={"file": ("x.png", png, "image/png")}).json()
+        tops = {m["name"]: m["predictions"][0] for m in predicted["results"][0]["models"]}
+        for m in answer.json()["models"]:
+            assert m["label"] == tops[m["name"]]["label"]
+            assert m["probability"] == pytest.approx(tops[m["name"]]["probability"], abs=1e-5)
+            shown = Image.open(io.BytesIO(base64.b64decode(m["map"].split(",", 1)[1])))
+            assert shown.size == (112, 112)
+        two = client.post(
+            "/explain", files=[("file", ("a.png", png, "image/png")), ("file", ("b.png", png, "image/png"))]
+        )
+        assert two.status_code == 400 and "at most 1" in two.json()["error"]
+        bad = client.post("/explain", files={"file": ("x.png", b"not an image", "image/png")})
+        assert bad.status_code == 400 and "error" in bad.json()
+
+
+def test_the_default_method_passes_both_sanity_checks_on_a_trained_cnn(trained):
+    images = load_fashion_mnist(trained / "data", verify=False).test_images[:200]
+    result = sanity_checks(trained / "run", images, [DEFAULT_METHOD])[DEFAULT_METHOD]
+    assert result["deletion"]["passed"] >= 0.8  # salient pixels matter more than random ones
+    assert result["randomisation_spearman"] < 0.5  # the maps depend on what the model learned
+
+
+def test_explain_writes_an_overlay_per_image_and_the_maps(trained, tmp_path, capsys):
+    (tmp_path / "x.png").write_bytes(png_of(load_fashion_mnist(trained / "data", verify=False).test_images[5]))
+    flags = ["--data-dir", trained / "data", "--no-verify"]
+    code, out, _ = cli(
+        capsys, "explain", trained / "run", tmp_path / "x.png", "--test", "3", "--out", tmp_path / "e", *flags
+    )
+    assert code == 0 and "x.png: " in out
+    maps = np.load(tmp_path / "e" / "saliency.npy")
+    assert maps.dtype == np.float32 and maps.shape == (4, 28, 28) and np.abs(maps).sum() > 0
+    assert sorted(p.name for p in (tmp_path / "e").glob("*.png")) == [
+        "000-x.png",
+        "001-test-0.png",
+        "002-test-1.png",
+        "003-test-2.png",
+    ]
+    described = json.loads((tmp_path / "e" / "explain.json").read_text())
+    assert described["method"] == DEFAULT_METHOD and [i["file"] for i in described["images"]][1:] == [
+        "test-0",
+        "test-1",
+        "test-2",
+    ]
+    # an .onnx file has no gradients: occlusion only; bad requests write nothing
+    for argv, message in (
+        (
+            [
+                "explain",
+                trained / "model.onnx",
+                "--test",
+                "2",
+                "--method",
+                "saliency",
+                "--out",
+                tmp_path / "o1",
+                *flags,
+            ],
+            "needs the PyTorch model",
+        ),
+        (["explain", trained / "run", "--out", tmp_path / "o2"], "give IMAGE files or --test N"),
+        (["explain", trained / "run", "--test", "1", "--method", "magic", "--out", tmp_path / "o3"], "invalid choice"),
+    ):
+        code, _, err = cli(capsys, *argv)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not any((tmp_path / d).exists() for d in ("o1", "o2", "o3"))
+    occluded = ["explain", trained / "model.onnx", "--test", "2", "--out", tmp_path / "o4"]  # default: occlusion
+    assert cli(capsys, *occluded, *flags)[0] == 0 and np.load(tmp_path / "o4" / "saliency.npy").shape == (2, 28, 28)

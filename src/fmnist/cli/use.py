@@ -9,6 +9,7 @@ from pathlib import Path
 from fmnist.cli.flags import add_data_flags
 from fmnist.errors import UsageError
 from fmnist.inference.predictor import BACKENDS, DEFAULT_BACKEND
+from fmnist.run.study import StudyFolder
 
 
 def cmd_evaluate(args) -> int:
@@ -17,6 +18,14 @@ def cmd_evaluate(args) -> int:
     from fmnist.jobs.evaluate import evaluate_predictor, evaluate_run
 
     source = Path(args.source)
+    if StudyFolder(source).exists() and args.backend in (None, "torch"):
+        from fmnist.jobs.study import reevaluate_study
+
+        summary = reevaluate_study(StudyFolder(source), args.data_dir, args.verify)
+        for m in summary["models"]:
+            print(f"{m['name']}: test accuracy {m['test_accuracy']:.4f}")
+        print(f"wrote each run's metrics.json and report.html, and {source / 'report.html'}")
+        return 0
     if source.is_dir() and args.backend in (None, "torch"):
         metrics = evaluate_run(source, data_dir=args.data_dir, verify=args.verify)
         print(
@@ -69,13 +78,35 @@ def cmd_predict(args) -> int:
     return 1 if any("error" in r for r in results) else 0
 
 
+def cmd_explain(args) -> int:
+    from fmnist.jobs.explain import explain_images
+
+    results = explain_images(
+        Path(args.source),
+        [Path(f) for f in args.images],
+        args.test,
+        args.method,
+        Path(args.out),
+        args.data_dir,
+        args.verify,
+        args.overwrite,
+    )
+    for r in results:
+        print(f"{r['file']}: {r['class']} {r['probability']:.1%} ({Path(args.out) / r['overlay']})")
+    print(f"maps: {Path(args.out) / 'saliency.npy'} ({len(results)} x 28 x 28, float32, {args.method})")
+    return 0
+
+
 def add_parsers(sub) -> None:
-    p = sub.add_parser("evaluate", help="recompute a run's test metrics and figures, or test an .onnx file")
+    p = sub.add_parser(
+        "evaluate",
+        help="recompute a run's (or each of a study's runs') test metrics and figures, or test an .onnx file",
+    )
     p.add_argument(
         "source",
         metavar="RUN_DIR|FILE.onnx",
-        help="a run folder (its best.pt; metrics.json and the figures are rewritten) or an exported "
-        ".onnx file (the figures are printed)",
+        help="a run folder (its best.pt; metrics.json and the figures are rewritten), a study folder "
+        "(each run's, then the study's report) or an exported .onnx file (the figures are printed)",
     )
     p.add_argument(
         "--backend",
@@ -111,3 +142,17 @@ def add_parsers(sub) -> None:
         ".onnx files always run on ONNX Runtime",
     )
     p.set_defaults(func=cmd_predict)
+
+    from fmnist.explain.methods import DEFAULT_METHOD, METHODS
+
+    p = sub.add_parser("explain", help="where a model looked: saliency maps and overlays for images")
+    p.add_argument("source", metavar="RUN_DIR|FILE.onnx", help="a run folder (any method) or an .onnx file (occlusion)")
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="image files (as `fmnist predict` reads them)")
+    p.add_argument("--test", type=int, default=0, metavar="N", help="also the first N test images, in file order")
+    p.add_argument(
+        "--method", choices=METHODS, default=DEFAULT_METHOD, help=f"Captum's method (default {DEFAULT_METHOD})"
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the overlays and saliency.npy")
+    p.add_argument("--overwrite", action="store_true", help="replace what fmnist wrote in DIR")
+    add_data_flags(p)
+    p.set_defaults(func=cmd_explain)

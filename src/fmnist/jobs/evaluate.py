@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 
 from fmnist.data import FashionMNIST, stratified_split
+from fmnist.explain.methods import DEFAULT_METHOD, saliency_maps, torch_forward
 from fmnist.inference.predictor import Predictor
 from fmnist.models.forward import predict_logits
 from fmnist.reports import plots
@@ -41,7 +42,14 @@ def evaluate_run(
     plots.curves(history, folder.figure("curves"), cfg.model)
     plots.confusion(metrics["confusion_matrix"], folder.figure("confusion"), cfg.model)
     plots.samples(data.test_images, data.test_labels, probs, folder.figure("samples"))
-    plots.misclassified(data.test_images, data.test_labels, probs, folder.figure("misclassified"))
+    forward = torch_forward(model)
+    plots.misclassified(
+        data.test_images,
+        data.test_labels,
+        probs,
+        folder.figure("misclassified"),
+        explain=lambda images, target: saliency_maps(forward, images, target, DEFAULT_METHOD),
+    )
     plots.top_losses(data.test_images, data.test_labels, probs, folder.figure("top_losses"))
     plots.reliability(logits, data.test_labels, temperature, folder.figure("reliability"))
     write_run_report(

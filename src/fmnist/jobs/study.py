@@ -117,3 +117,17 @@ def audit_link(audit: AuditFolder | None) -> dict | None:
         "test": found["label_issues"]["test"],
         "duplicates": sum(sum(v.values()) for v in found["duplicates"].values()),
     }
+
+
+def reevaluate_study(study: StudyFolder, data_dir: str | None = None, verify: bool | None = None) -> dict:
+    """Evaluate each of a study's runs again (with what this fmnist measures), then rewrite the
+    study's summary and reports from them."""
+    from fmnist.jobs.evaluate import evaluate_run
+    from fmnist.training.config import make_config
+
+    runs = study.runs()
+    base = runs[0].read_config() if runs else make_config(study.summary().get("settings", {}))
+    data = runs[0].data(base, data_dir, verify) if runs else None
+    for run in runs:
+        evaluate_run(run, data)
+    return write_study(study, runs, base, [], audit_for(fingerprint(data)) if data is not None else None)

@@ -80,13 +80,31 @@ def samples(images: torch.Tensor, labels: torch.Tensor, probs: torch.Tensor, pat
     image_grid(images[:10], captions, (pred != labels[:10]).tolist(), path, "test samples (red: wrong)")
 
 
-def misclassified(images: torch.Tensor, labels: torch.Tensor, probs: torch.Tensor, path: Path, k: int = 10) -> None:
-    """The k test images misclassified with the highest confidence."""
+def misclassified(
+    images: torch.Tensor, labels: torch.Tensor, probs: torch.Tensor, path: Path, k: int = 10, explain=None
+) -> None:
+    """The k test images misclassified with the highest confidence; with `explain` (images and
+    their predicted classes -> saliency maps), each beside where the model looked."""
     conf, pred = probs.max(1)
     wrong = (pred != labels).nonzero().flatten()
     top = wrong[conf[wrong].argsort(descending=True)[:k]]
     captions = [f"{CLASSES[pred[i]]} {conf[i]:.0%}\ntrue {CLASSES[labels[i]]}" for i in top.tolist()]
-    image_grid(images[top], captions, [True] * len(top), path, "most confident mistakes")
+    if explain is None or not len(top):
+        image_grid(images[top], captions, [True] * len(top), path, "most confident mistakes")
+        return
+    maps = explain(images[top], pred[top])
+    fig = Figure(figsize=(11, 2.5 * ((len(top) + 2) // 3)))
+    axes = fig.subplots((len(top) + 2) // 3, 6, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for n, (image, saliency, caption) in enumerate(zip(images[top], maps, captions)):
+        left, right = axes.flat[2 * n], axes.flat[2 * n + 1]
+        left.imshow(image.squeeze(0).numpy(), cmap="gray", vmin=0, vmax=1)
+        left.set_title(caption, fontsize=8, color="red")
+        right.imshow(heat(image, saliency))
+        right.set_title("where it looked", fontsize=8)
+    fig.suptitle("most confident mistakes, and where the model looked for the class it gave")
+    _save(fig, path)
 
 
 def compare_curves(histories: dict[str, list[dict]], path: Path) -> None:
@@ -153,3 +171,28 @@ def top_losses(images: torch.Tensor, labels: torch.Tensor, probs: torch.Tensor, 
         f"#{i}: {CLASSES[pred[i]]} {conf[i]:.0%}\ntrue {CLASSES[labels[i]]}, loss {loss[i]:.1f}" for i in top.tolist()
     ]
     image_grid(images[top], captions, (pred[top] != labels[top]).tolist(), path, "highest test losses")
+
+
+def heat(image: torch.Tensor, saliency: torch.Tensor) -> np.ndarray:
+    """The image [H, W, 3] in [0, 1], dimmed, with the map's positive part over it in a hot
+    colour map: where the pixels spoke for the class (scaled to the map's 99th percentile)."""
+    from matplotlib import colormaps
+
+    grey = image.reshape(28, 28).numpy()
+    m = saliency.reshape(28, 28).clamp_min(0).numpy()
+    top = np.percentile(m, 99)
+    m = np.clip(m / top, 0, 1) if top > 0 else m
+    alpha = 0.85 * np.sqrt(m)[..., None]
+    return ((1 - alpha) * 0.55 * np.stack([grey] * 3, axis=-1) + alpha * colormaps["hot"](m)[..., :3]).clip(0, 1)
+
+
+def overlay(image: torch.Tensor, saliency: torch.Tensor, caption: str, path: Path) -> None:
+    """One image beside its saliency overlay, with a caption (predicted class and probability)."""
+    fig = Figure(figsize=(4.4, 2.6))
+    axes = fig.subplots(1, 2)
+    axes[0].imshow(image.reshape(28, 28).numpy(), cmap="gray", vmin=0, vmax=1)
+    axes[1].imshow(heat(image, saliency))
+    for ax in axes:
+        ax.axis("off")
+    fig.suptitle(caption, fontsize=9)
+    _save(fig, path)

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 from importlib import resources
 
 import anyio
+import numpy as np
 import torch
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
+from PIL import Image
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fmnist.data import CLASSES
 from fmnist.data.images import load_image_bytes, to_png
 from fmnist.errors import FmnistError
-from fmnist.serve.schemas import ERRORS, ModelList, PredictResponse
+from fmnist.explain.methods import saliency_maps
+from fmnist.reports.plots import heat
+from fmnist.serve.schemas import ERRORS, ExplainResponse, ModelList, PredictResponse
 
 router = APIRouter()
 
@@ -101,3 +106,41 @@ async def predict(request: Request, top_k: int = Query(3, ge=1, le=10, descripti
         for i, ((file, _), preview) in enumerate(zip(blobs, previews))
     ]
     return JSONResponse({"results": results})  # the shape PredictResponse documents, unvalidated per request
+
+
+def explain_all(predictors: dict, image: torch.Tensor) -> list[dict]:
+    """Each model's top class for one image, and where it looked for it (occlusion: it needs only
+    the model's answers, so it works through ONNX Runtime as through PyTorch)."""
+    out = []
+    for name, p in predictors.items():
+        probs = p.probabilities(image)
+        target = probs.argmax(1)
+        saliency = saliency_maps(p.logits, image, target, "occlusion")[0]
+        rgb = Image.fromarray((heat(image[0], saliency) * 255).round().astype(np.uint8)).resize((112, 112), 0)
+        label, probability = CLASSES[int(target[0])], float(probs[0, target[0]])
+        out.append({"name": name, "label": label, "probability": probability, "map": to_png_bytes(rgb)})
+    return out
+
+
+def to_png_bytes(img: Image.Image) -> str:
+    """A PNG data URI."""
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+@router.post(
+    "/explain",
+    response_model=ExplainResponse,
+    responses=ERRORS,
+    summary="where each served model looked for its top class, for one uploaded image (occlusion)",
+)
+async def explain(request: Request):
+    state = request.app.state
+    blobs = await read_images(request, 1)  # one image: occlusion asks each model 169 questions
+    try:
+        images, _ = await anyio.to_thread.run_sync(decode_all, blobs, state.settings.max_pixels, limiter=state.limiter)
+    except FmnistError as e:
+        raise HTTPException(400, str(e)) from None
+    answers = await anyio.to_thread.run_sync(explain_all, state.models.all(), images, limiter=state.limiter)
+    return JSONResponse({"file": blobs[0][0], "method": "occlusion", "models": answers})

@@ -33,6 +33,19 @@ class PredictResponse(BaseModel):
     results: list[ImageResult] = Field(description="one per uploaded image, in upload order")
 
 
+class Explanation(BaseModel):
+    name: str = Field(description="the served model")
+    label: str = Field(description="its top class for the image")
+    probability: float = Field(ge=0, le=1, description="its calibrated probability")
+    map: str = Field(description="the image with where the model looked for that class, as a PNG data URI")
+
+
+class ExplainResponse(BaseModel):
+    file: str
+    method: str = Field(description="occlusion: 4×4 patches blacked out in turn, the class's logit watched")
+    models: list[Explanation]
+
+
 class ModelInfo(BaseModel):
     name: str = Field(description="the name the API uses for it (run folder or file name)")
     model: str = Field(description="the registered architecture, e.g. deep_cnn")
