@@ -12,7 +12,7 @@ import argparse
 import sys
 import traceback
 
-from fmnist.cli import audit, data, serve, sweep, train, use
+from fmnist.cli import audit, data, runs, serve, sweep, train, use
 from fmnist.cli.flags import Parser
 from fmnist.errors import FmnistError
 from fmnist.stops import Stop
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="fmnist", description="Train, compare and use Fashion-MNIST classifiers.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for group in (data, train, audit, use, serve, sweep):  # the order of `fmnist --help`
+    for group in (data, train, audit, use, runs, serve, sweep):  # the order of `fmnist --help`
         group.add_parsers(sub)
     return parser
 

@@ -197,6 +197,20 @@ class RunFolder(Folder):
     def clear_mark(self, marker: str) -> None:
         self.file(_MARKERS[marker]).unlink(missing_ok=True)
 
+    def status(self) -> str:
+        """How the run stands: pruned, diverged or failed (its marker), finished (tested), stopped
+        (a last.pt to resume from, no test yet) or started (nothing trained yet)."""
+        for marker in ("pruned", "diverged", "failed"):
+            if self.file(_MARKERS[marker]).is_file():
+                return marker
+        if self.has_metrics():
+            return "finished"
+        return "stopped" if self.has_checkpoint(best=False) else "started"
+
+    def history_so_far(self) -> list[dict]:
+        """The finished epochs' rows, or none where no epoch finished."""
+        return self.history() if self.file(HISTORY).is_file() else []
+
     def marked(self, marker: str) -> dict[str, Any] | None:
         path = self.file(_MARKERS[marker])
         return read_json(path) if path.is_file() else None
