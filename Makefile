@@ -13,7 +13,7 @@ TEST_PROGRAMS := g++ /usr/bin/chromium
 
 $(BIN)/fmnist: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[serve,sweep,audit,test,dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[serve,sweep,audit,track,test,dev]'
 	touch $@
 
 setup: $(BIN)/fmnist

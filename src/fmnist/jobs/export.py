@@ -16,6 +16,7 @@ from fmnist.inference.onnx_export import FORMAT, PREPROCESSING, check_exported, 
 from fmnist.inference.onnx_runtime import INPUT, OUTPUT
 from fmnist.models import count_params, create_model
 from fmnist.run.folder import BEST, RunFolder
+from fmnist.run.tracking import track_export
 
 
 def check_out(run: RunFolder, out: Path) -> None:
@@ -76,6 +77,7 @@ def export_run(
     except OSError as e:
         out.unlink(missing_ok=True)  # no model without its description
         raise FmnistError(f"cannot write {sidecar_path(out)}: {e.strerror}") from None
+    track_export(run, out)  # joins the run's MLflow run, where it was tracked
     return description
 
 

@@ -20,6 +20,7 @@ from fmnist.device import resolve_device
 from fmnist.errors import UsageError
 from fmnist.jobs.evaluate import evaluate_run
 from fmnist.run.folder import RunFolder, load_data
+from fmnist.run.tracking import track_run
 from fmnist.stops import Diverged
 from fmnist.training.config import TrainConfig
 from fmnist.training.distributed import Dist
@@ -81,15 +82,21 @@ def fit_run(
 
 
 def fit_then_evaluate(run: Prepared, cfg: TrainConfig, resume: dict | None = None) -> dict:
-    """Train, then evaluate best.pt (the first process alone). A diverged run's last good
-    checkpoint is still evaluated (so the report says what happened), and the stop re-raised."""
+    """Train, then evaluate best.pt and log the run where `cfg.track` says (the first process
+    alone). A diverged run's last good checkpoint is still evaluated (so the report says what
+    happened), and the stop re-raised."""
     try:
         fit_run(run, cfg, resume)
     except Diverged:
         if run.dist.is_main and run.folder.has_checkpoint():
             evaluate_run(run.folder, run.data)
+            track_run(run.folder, cfg, diverged=True)
         raise
-    return evaluate_run(run.folder, run.data) if run.dist.is_main else {}
+    if not run.dist.is_main:
+        return {}
+    metrics = evaluate_run(run.folder, run.data)
+    track_run(run.folder, cfg)  # where --track says: MLflow, after the run's own files are complete
+    return metrics
 
 
 def train_run(

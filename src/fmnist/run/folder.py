@@ -46,6 +46,7 @@ FIGURES = {
     "reliability": "reliability.png",
 }
 EXPORT = "model.onnx"
+TRACKED = "tracking.json"  # where run/tracking.py logged the run
 SUMMARY = "summary.json"  # a study's; its folder also holds these:
 STUDY_FILES = (SUMMARY, "report.md", "report.html", "val_curves.png", "f1.png")
 
@@ -66,6 +67,7 @@ class RunFolder(Folder):
             REPORT,
             EXPORT,
             EXPORT + ".json",
+            TRACKED,
             *FIGURES.values(),
             *STUDY_FILES,
         }

@@ -109,6 +109,11 @@ class TrainConfig:
     data_dir: str = run("", "folder with the four Fashion-MNIST files (empty: discover)")
     verify: bool = run(True, "check the SHA-256 of the data files")
     quiet: bool = run(False, "no progress output")
+    track: str = run(
+        "",
+        "mlflow, or mlflow:URI: log the finished run (parameters, each epoch's figures, the test figures, "
+        "the report) to MLflow; the default URI is sqlite:///mlflow.db in the working folder",
+    )
     recipe: str = record("", "the recipe these values started from")
     schedule_restarts: list[int] = record(
         None, "epochs after which a resume that lengthened the run started a new schedule cycle", factory=list
@@ -139,6 +144,8 @@ class TrainConfig:
         if self.weight_decay < 0 or self.crop_pad < 0 or self.tta_shift < 0:
             raise UsageError("weight_decay, crop_pad and tta_shift must not be negative")
         check_device_name(self.device)
+        if self.track and self.track.partition(":")[0] != "mlflow":
+            raise UsageError(f"track must be mlflow or mlflow:URI, got {self.track!r}")
         if any(i < 0 for i in self.exclude):
             raise UsageError("exclude holds a negative index; indices are 0-based positions in the IDX file")
         if sorted(set(self.schedule_restarts)) != self.schedule_restarts or any(

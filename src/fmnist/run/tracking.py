@@ -1,0 +1,104 @@
+"""A finished run folder mirrored into MLflow: its parameters, one value per epoch of each curve
+(history.csv), the test figures (metrics.json), its figures, report and files as artefacts, and
+later its ONNX export. The run folder stays the record; the store is a view of many runs at once.
+A store that cannot be reached costs one warning line, never the run.
+
+`tracking.json` in the run folder says where the run went, so a later export joins it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from fmnist.run.folder import CONFIG, FIGURES, HISTORY, METRICS, REPORT, TRACKED, RunFolder
+from fmnist.training.config import TrainConfig
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+EXPERIMENT = "fmnist"
+
+
+def tracking_uri(track: str) -> str:
+    return track.partition(":")[2] or DEFAULT_URI
+
+
+def _client(uri: str):
+    # One try, a few seconds: an unreachable server must not hold the run up for MLflow's retries.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    from mlflow import MlflowClient
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # not its table-creation notices (set on import)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    return MlflowClient(uri)
+
+
+def _warn(uri: str, e: Exception) -> None:
+    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    print(f"warning: could not log to MLflow at {uri} (the run itself is complete): {reason[:200]}", file=sys.stderr)
+
+
+def track_run(folder: RunFolder, cfg: TrainConfig, diverged: bool = False) -> None:
+    """Log the run in `folder` to where `cfg.track` says, if anywhere."""
+    if not cfg.track:
+        return
+    uri = tracking_uri(cfg.track)
+    try:
+        run_id = _log_run(_client(uri), folder, cfg, diverged)
+    except Exception as e:  # any failure of the store: a warning, not the run's failure
+        _warn(uri, e)
+        return
+    folder.write_json(TRACKED, {"mlflow": {"uri": uri, "run_id": run_id}})
+
+
+def _log_run(client, folder: RunFolder, cfg: TrainConfig, diverged: bool) -> str:
+    from mlflow.entities import Metric, Param, RunStatus
+
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)
+    run = client.create_run(experiment_id, run_name=folder.path.name, tags={"fmnist.run_dir": str(folder.path)})
+    run_id, now = run.info.run_id, int(time.time() * 1000)
+    params = [Param(k, _param(v)) for k, v in dataclasses.asdict(cfg).items()]
+    metrics = [
+        Metric(key, float(value), now, int(row["epoch"]))
+        for row in folder.history_so_far()
+        for key, value in row.items()
+        if key != "epoch"
+    ]
+    tested = folder.metrics() or {}
+    figures = {k: tested.get(k) for k in ("test_accuracy", "test_loss", "top2_accuracy", "best_epoch", "train_seconds")}
+    figures |= {f"calibration_{k}": v for k, v in (tested.get("calibration") or {}).items() if isinstance(v, float)}
+    metrics += [Metric(k, float(v), now, 0) for k, v in figures.items() if isinstance(v, (int, float))]
+    for start in range(0, max(len(metrics), len(params)), 900):  # MLflow takes at most 1000 a batch
+        client.log_batch(run_id, metrics=metrics[start : start + 900], params=params[start : start + 900])
+    for name in (CONFIG, HISTORY, METRICS, REPORT, *FIGURES.values()):
+        if folder.file(name).is_file():
+            client.log_artifact(run_id, str(folder.file(name)))
+    client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED if diverged else RunStatus.FINISHED))
+    return run_id
+
+
+def _param(value) -> str:
+    if isinstance(value, list) and len(value) > 3:
+        return f"{len(value)} items"  # the excluded images: a count, not thousands of indices
+    return str(value)[:500]
+
+
+def track_export(folder: RunFolder, exported: Path) -> None:
+    """Add an export (and its description) to the run's MLflow run, where the run was tracked."""
+    where = folder.file(TRACKED)
+    if not where.is_file():
+        return
+    from fmnist.files import read_json
+
+    mlflow_run = read_json(where)["mlflow"]
+    try:
+        client = _client(mlflow_run["uri"])
+        for path in (exported, exported.with_name(exported.name + ".json")):
+            client.log_artifact(mlflow_run["run_id"], str(path))
+    except Exception as e:
+        _warn(mlflow_run["uri"], e)

@@ -1,0 +1,47 @@
+"""--track mlflow: a finished run's parameters, curves, test figures and files in MLflow's store,
+read back with MLflow's own client; an unreachable store costs a warning, not the run."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import cli, train_args
+
+
+def test_a_tracked_run_is_in_the_mlflow_store_with_one_value_per_epoch(synth_dir, tmp_path, monkeypatch, capsys):
+    from mlflow import MlflowClient
+
+    monkeypatch.chdir(tmp_path)  # MLflow's artefacts go below the working folder
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    args = train_args(
+        synth_dir, tmp_path / "run", "shallow", "--epochs", "3", "--lr", "0.002", "--track", f"mlflow:{uri}"
+    )
+    code, _, err = cli(capsys, *args)
+    assert code == 0 and "warning" not in err, err
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("fmnist").experiment_id])
+    assert run.data.tags["fmnist.run_dir"] == str(tmp_path / "run") and run.info.status == "FINISHED"
+    assert run.data.params["lr"] == "0.002" and run.data.params["model"] == "shallow"
+    history = client.get_metric_history(run.info.run_id, "val_accuracy")
+    assert sorted(m.step for m in history) == [1, 2, 3]
+    recorded = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert run.data.metrics["test_accuracy"] == recorded["test_accuracy"]
+    files = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"report.html", "metrics.json", "curves.png", "reliability.png", "history.csv"} <= files
+    assert cli(capsys, "export", tmp_path / "run", "--data-dir", synth_dir, "--no-verify")[0] == 0
+    files = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"model.onnx", "model.onnx.json"} <= files
+
+
+def test_an_unreachable_tracking_server_costs_one_warning_and_the_run_finishes(synth_dir, tmp_path, capsys):
+    args = train_args(synth_dir, tmp_path / "run", "shallow", "--epochs", "1", "--track", "mlflow:http://127.0.0.1:9")
+    code, out, err = cli(capsys, *args)
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert code == 0 and "test accuracy" in out and (tmp_path / "run" / "metrics.json").is_file()
+    assert len(warnings) == 1 and "could not log to MLflow at http://127.0.0.1:9" in warnings[0]
+    assert not (tmp_path / "run" / "tracking.json").exists()
+
+
+def test_track_names_mlflow_or_is_refused(synth_dir, tmp_path, capsys):
+    code, _, err = cli(capsys, *train_args(synth_dir, tmp_path / "run", "shallow", "--track", "wandb"))
+    assert code == 2 and "track must be mlflow or mlflow:URI" in err and not (tmp_path / "run").exists()
