@@ -5,6 +5,7 @@ predict` gives for the same file), and answers a drawing. It fails, not skips, w
 import dataclasses
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -36,11 +37,13 @@ def served(tmp_path_factory):
     # A fifth of the training images is enough for models that tell garments apart, in seconds.
     part = dataclasses.replace(real, train_images=real.train_images[:12000], train_labels=real.train_labels[:12000])
     for name in ("shallow", "simple_cnn"):
-        train_run(TrainConfig(model=name, epochs=1, batch_size=128, device="cpu", quiet=True), root / name, data=part)
+        cfg = TrainConfig(model=name, epochs=1, batch_size=128, device="cpu", quiet=True)
+        train_run(cfg, root / "runs" / name, data=part)
+    shutil.copytree(root / "runs" / "shallow", root / "runs" / "extra")  # listed, not served at first
     image = root / "test-image-0.png"  # a real test-set image, as a user would save it
     Image.fromarray((real.test_images[0, 0].numpy() * 255).round().astype(np.uint8)).save(image)
-    base, proc = start_server(root / "shallow", root / "simple_cnn")
-    yield root, base + "/", image
+    base, proc = start_server("runs/shallow", "runs/simple_cnn", cwd=root)  # its runs view lists runs/
+    yield root / "runs", base + "/", image
     proc.terminate()
     proc.wait(timeout=30)
 
@@ -127,3 +130,41 @@ def test_each_model_card_shows_where_it_looked_for_its_top_class(page, served):
         assert img.get_attribute("alt") == f"where {name} looked for {label}"
         assert img.get_attribute("src").startswith("data:image/png;base64,")
         assert img.evaluate("i => i.naturalWidth") == 112
+
+
+@pytest.fixture
+def runs_page(browser, served):
+    """A server of its own (serving a run changes what it serves), with the page open."""
+    runs, _, _ = served
+    base, proc = start_server("runs/shallow", "runs/simple_cnn", cwd=runs.parent)
+    page = browser.new_page(viewport={"width": 1280, "height": 860})
+    page.goto(base + "/")
+    yield page
+    page.close()
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_the_runs_view_lists_sorts_and_serves_a_run(runs_page):
+    page = runs_page
+    rows = page.locator("[data-testid=run-row]")
+    rows.first.wait_for(timeout=30_000)
+    assert sorted(rows.nth(i).get_attribute("data-run") for i in range(rows.count())) == [
+        "runs/extra",
+        "runs/shallow",
+        "runs/simple_cnn",
+    ]
+    assert "served as shallow" in page.locator("[data-testid=run-row][data-run='runs/shallow']").inner_text()
+    page.locator("#runs th[data-sort=run]").click()  # by name, A to Z
+    assert [rows.nth(i).get_attribute("data-run") for i in range(3)] == [
+        "runs/extra",
+        "runs/shallow",
+        "runs/simple_cnn",
+    ]
+    page.locator("#runs th[data-sort=run]").click()  # and back
+    assert rows.nth(0).get_attribute("data-run") == "runs/simple_cnn"
+    assert page.locator("[data-testid=run-row] svg polyline").count() == 0  # one epoch each: no line yet
+    page.locator("[data-testid=run-row][data-run='runs/extra'] [data-testid=serve-run]").click()
+    page.wait_for_function("document.querySelectorAll('[data-testid=model-card]').length == 3", timeout=30_000)
+    page.get_by_test_id("status").filter(has_text="now serving runs/extra as extra").wait_for(timeout=30_000)
+    assert "served as extra" in page.locator("[data-testid=run-row][data-run='runs/extra']").inner_text()

@@ -61,3 +61,21 @@ def test_runs_refuses_what_it_cannot_use(tmp_path, capsys):
     ):
         code, _, err = cli(capsys, *argv)
         assert code in (1, 2) and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_runs_route_lists_the_server_s_runs_and_serves_only_those(runs):
+    from fastapi.testclient import TestClient
+
+    from fmnist.serve import Settings, create_app
+
+    with TestClient(create_app([runs / "shallow"], Settings(runs_roots=(str(runs),)))) as client:
+        rows = {r["run"]: r for r in client.get("/runs").json()["runs"]}
+        assert set(rows) == {str(runs / "shallow"), str(runs / "simple_cnn")}
+        assert rows[str(runs / "shallow")]["served_as"] == "shallow" and rows[str(runs / "simple_cnn")]["servable"]
+        assert rows[str(runs / "simple_cnn")]["curve"] == [[1, rows[str(runs / "simple_cnn")]["val_accuracy"]]]
+        for outside in ("/etc", str(runs), str(runs / "simple_cnn" / "..")):
+            answer = client.post("/runs/serve", json={"run": outside})
+            assert answer.status_code == 404 and "among the listed runs" in answer.json()["error"]
+        assert client.post("/runs/serve", json={"run": str(runs / "simple_cnn")}).json() == {"name": "simple_cnn"}
+        assert [m["name"] for m in client.get("/models").json()["models"]] == ["shallow", "simple_cnn"]
+        assert client.post("/runs/serve", json={"run": str(runs / "simple_cnn")}).json() == {"name": "simple_cnn"}

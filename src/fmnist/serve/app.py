@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fmnist import __version__
 from fmnist.inference.predictor import Predictor
-from fmnist.serve import api, oip
+from fmnist.serve import api, oip, runs
 from fmnist.serve.middleware import BodyLimit, Metrics, MetricsMiddleware
 from fmnist.serve.models import Models, load_models
 from fmnist.serve.settings import Settings
@@ -56,6 +56,7 @@ def create_app(models: dict[str, Predictor] | list, settings: Settings | None = 
     app.add_exception_handler(RequestValidationError, invalid)
     app.include_router(api.router)
     app.include_router(oip.router)
+    app.include_router(runs.router)
     app.add_api_route("/metrics", prometheus, include_in_schema=False)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: counts the 413s too

@@ -18,13 +18,22 @@ def load_models(sources: list, backend: str | None = None) -> dict[str, Predicto
     choice) by name; the first that fails raises its FmnistError."""
     loaded: dict[str, Predictor] = {}
     for source in sources:
-        predictor = source if isinstance(source, Predictor) else load_predictor(Path(source), backend)
-        predictor.logits(torch.zeros(2, 1, 28, 28))
-        name, n = predictor.name, 2
-        while name in loaded:  # two runs named alike (study/shallow, other/shallow)
-            name, n = f"{predictor.name}-{n}", n + 1
-        loaded[name] = predictor
+        predictor = warmed(source if isinstance(source, Predictor) else load_predictor(Path(source), backend))
+        loaded[unique_name(predictor.name, loaded)] = predictor
     return loaded
+
+
+def warmed(predictor: Predictor) -> Predictor:
+    predictor.logits(torch.zeros(2, 1, 28, 28))
+    return predictor
+
+
+def unique_name(name: str, taken) -> str:
+    """`name`, or `name-2`, `name-3`... for two runs named alike (study/shallow, other/shallow)."""
+    candidate, n = name, 2
+    while candidate in taken:
+        candidate, n = f"{name}-{n}", n + 1
+    return candidate
 
 
 class Models:
@@ -32,7 +41,7 @@ class Models:
     batcher its requests go through."""
 
     def __init__(self, loaded: dict[str, Predictor], max_batch: int, max_delay: float, limiter: anyio.CapacityLimiter):
-        self.loaded = loaded
+        self.loaded, self.max_batch, self.max_delay, self.limiter = loaded, max_batch, max_delay, limiter
         self.batchers = {name: Batcher(p, max_batch, max_delay, limiter) for name, p in loaded.items()}
 
     def get(self, name: str) -> Predictor:
@@ -43,6 +52,13 @@ class Models:
     def batcher(self, name: str) -> Batcher:
         self.get(name)
         return self.batchers[name]
+
+    def add(self, predictor: Predictor) -> str:
+        """Serve one more (loaded, warmed-up) model; its name."""
+        name = unique_name(predictor.name, self.loaded)
+        self.batchers[name] = Batcher(predictor, self.max_batch, self.max_delay, self.limiter)
+        self.loaded[name] = predictor
+        return name
 
     def all(self) -> dict[str, Predictor]:
         return self.loaded

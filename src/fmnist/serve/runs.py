@@ -1,0 +1,59 @@
+"""The page's runs view: every run under the server's run folders (as `fmnist runs` lists them),
+with its validation curve, and serving one of them on request."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import BaseModel, Field
+
+from fmnist.inference.predictor import load_predictor
+from fmnist.jobs.runs import describe, find_runs, select
+from fmnist.serve.models import warmed
+from fmnist.serve.schemas import ERRORS
+
+router = APIRouter(prefix="/runs")
+
+
+class ServeRequest(BaseModel):
+    run: str = Field(description="a run folder as GET /runs lists it")
+
+
+def listed(request: Request) -> dict[str, object]:
+    roots = [Path(r) for r in request.app.state.settings.runs_roots if Path(r).is_dir()]
+    return {str(run.path): run for run in find_runs(roots)}
+
+
+def table(found: dict, served: dict[str, str]) -> list[dict]:
+    """`fmnist runs`' rows, each with its validation curve and whether it is or can be served."""
+    rows = []
+    for run in found.values():
+        row = describe(run)
+        row["curve"] = [[h["epoch"], h["val_accuracy"]] for h in run.history_so_far()]
+        row["servable"] = run.has_checkpoint()
+        row["served_as"] = served.get(str(run.path))
+        rows.append(row)
+    return select(rows, [], "val_accuracy")
+
+
+@router.get("", summary="the runs under the server's run folders, with their validation curves")
+async def runs(request: Request):
+    state = request.app.state
+    served = {p.source: name for name, p in state.models.all().items()}
+    rows = await anyio.to_thread.run_sync(lambda: table(listed(request), served), limiter=state.limiter)
+    return {"runs": rows}
+
+
+@router.post("/serve", responses=ERRORS, summary="serve a listed run beside the others")
+async def serve_run(body: ServeRequest, request: Request):
+    state = request.app.state
+    run = (await anyio.to_thread.run_sync(listed, request, limiter=state.limiter)).get(body.run)
+    if run is None or not run.has_checkpoint():
+        raise HTTPException(404, f"no tested run {body.run!r} among the listed runs")
+    for name, p in state.models.all().items():
+        if p.source == str(run.path):
+            return {"name": name}
+    predictor = await anyio.to_thread.run_sync(lambda: warmed(load_predictor(run.path)), limiter=state.limiter)
+    return {"name": state.models.add(predictor)}
