@@ -1,5 +1,6 @@
-"""Make docs/serve.png, the README's picture of `fmnist serve`: the study's four models answering
-for a test-set image placed, scaled up, on a light page (as a photo would be).
+"""Make docs/serve.png and docs/runs.png, the README's pictures of `fmnist serve`: the study's four
+models answering for a test-set image placed, scaled up, on a light page (as a photo would be), with
+where each looked; and the page's runs view of the runs in this folder.
 
     .venv/bin/python docs/screenshot.py        # after `make study`; needs Debian's chromium
 """
@@ -54,12 +55,15 @@ def main() -> None:
             page.get_by_test_id("status").filter(has_text="models ready").wait_for(timeout=60_000)
             page.get_by_test_id("file").set_input_files(str(path))
             page.wait_for_function("document.querySelectorAll('[data-testid=model-card][data-top]').length == 4")
-            page.screenshot(path=str(ROOT / "docs" / "serve.png"), full_page=True)
+            page.wait_for_function("document.querySelectorAll('[data-testid=saliency]').length == 4")
+            page.locator("main > section").nth(2).screenshot(path=str(ROOT / "docs" / "serve.png"))
+            page.locator("[data-testid=run-row]").first.wait_for()
+            page.locator("#runs").screenshot(path=str(ROOT / "docs" / "runs.png"))
             browser.close()
     finally:
         server.terminate()
         server.wait(timeout=30)
-    print(f"wrote {ROOT / 'docs' / 'serve.png'}")
+    print(f"wrote {ROOT / 'docs' / 'serve.png'} and {ROOT / 'docs' / 'runs.png'}")
 
 
 if __name__ == "__main__":
