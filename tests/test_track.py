@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from conftest import cli, train_args
 
 
@@ -44,4 +45,20 @@ def test_an_unreachable_tracking_server_costs_one_warning_and_the_run_finishes(s
 
 def test_track_names_mlflow_or_is_refused(synth_dir, tmp_path, capsys):
     code, _, err = cli(capsys, *train_args(synth_dir, tmp_path / "run", "shallow", "--track", "wandb"))
-    assert code == 2 and "track must be mlflow or mlflow:URI" in err and not (tmp_path / "run").exists()
+    assert code == 2 and "track must be mlflow[:URI] or tensorboard[:DIR]" in err and not (tmp_path / "run").exists()
+
+
+def test_tensorboard_event_files_hold_each_epoch_and_the_figures(synth_dir, tmp_path, monkeypatch, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.chdir(tmp_path)
+    args = train_args(synth_dir, "runs/tb", "shallow", "--epochs", "3", "--track", "tensorboard")
+    assert cli(capsys, *args)[0] == 0
+    (events,) = (tmp_path / "tensorboard").iterdir()  # one subfolder per run, named by its path
+    assert events.name == "runs-tb"
+    read = EventAccumulator(str(events), size_guidance={"images": 0})
+    read.Reload()
+    assert [e.step for e in read.Scalars("val_accuracy")] == [1, 2, 3]
+    assert {"curves", "confusion", "reliability"} <= set(read.Tags()["images"])
+    recorded = json.loads((tmp_path / "runs" / "tb" / "metrics.json").read_text())
+    assert read.Scalars("test/test_accuracy")[0].value == pytest.approx(recorded["test_accuracy"])

@@ -1,9 +1,10 @@
 """A finished run folder mirrored into MLflow: its parameters, one value per epoch of each curve
 (history.csv), the test figures (metrics.json), its figures, report and files as artefacts, and
-later its ONNX export. The run folder stays the record; the store is a view of many runs at once.
+later its ONNX export; or into TensorBoard event files (each curve per epoch, the test figures, the
+figures as images). The run folder stays the record; the store is a view of many runs at once.
 A store that cannot be reached costs one warning line, never the run.
 
-`tracking.json` in the run folder says where the run went, so a later export joins it.
+`tracking.json` in the run folder says where an MLflow run went, so a later export joins it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from fmnist.run.folder import CONFIG, FIGURES, HISTORY, METRICS, REPORT, TRACKED
 from fmnist.training.config import TrainConfig
 
 DEFAULT_URI = "sqlite:///mlflow.db"
+DEFAULT_EVENTS = "tensorboard"  # `tensorboard --logdir tensorboard`: one subfolder per run
 EXPERIMENT = "fmnist"
 
 
@@ -45,6 +47,9 @@ def _warn(uri: str, e: Exception) -> None:
 def track_run(folder: RunFolder, cfg: TrainConfig, diverged: bool = False) -> None:
     """Log the run in `folder` to where `cfg.track` says, if anywhere."""
     if not cfg.track:
+        return
+    if cfg.track.partition(":")[0] == "tensorboard":
+        write_events(folder, Path(cfg.track.partition(":")[2] or DEFAULT_EVENTS))
         return
     uri = tracking_uri(cfg.track)
     try:
@@ -102,3 +107,30 @@ def track_export(folder: RunFolder, exported: Path) -> None:
             client.log_artifact(mlflow_run["run_id"], str(path))
     except Exception as e:
         _warn(mlflow_run["uri"], e)
+
+
+def write_events(folder: RunFolder, root: Path) -> Path:
+    """TensorBoard event files of the run: each history column per epoch, the test figures, and
+    the curves, confusion matrix and reliability diagram as images; in ROOT/<the run's path>."""
+    import numpy as np
+    from PIL import Image
+    from torch.utils.tensorboard import SummaryWriter
+
+    where = root / "-".join(p for p in folder.path.parts if p not in ("/", ".."))
+    writer = SummaryWriter(log_dir=str(where))
+    try:
+        for row in folder.history_so_far():
+            for key, value in row.items():
+                if key != "epoch":
+                    writer.add_scalar(key, value, int(row["epoch"]))
+        tested = folder.metrics() or {}
+        for key in ("test_accuracy", "test_loss", "top2_accuracy"):
+            if key in tested:
+                writer.add_scalar(f"test/{key}", tested[key], int(tested.get("best_epoch", 0)))
+        for name in ("curves", "confusion", "reliability"):
+            path = folder.file(FIGURES[name])
+            if path.is_file():
+                writer.add_image(name, np.asarray(Image.open(path).convert("RGB")), dataformats="HWC")
+    finally:
+        writer.close()
+    return where

@@ -111,8 +111,9 @@ class TrainConfig:
     quiet: bool = run(False, "no progress output")
     track: str = run(
         "",
-        "mlflow, or mlflow:URI: log the finished run (parameters, each epoch's figures, the test figures, "
-        "the report) to MLflow; the default URI is sqlite:///mlflow.db in the working folder",
+        "mlflow[:URI] or tensorboard[:DIR]: log the finished run (parameters, each epoch's figures, the "
+        "test figures, the report) to MLflow (default URI sqlite:///mlflow.db) or as TensorBoard event files "
+        "(default DIR tensorboard), in the working folder",
     )
     recipe: str = record("", "the recipe these values started from")
     schedule_restarts: list[int] = record(
@@ -144,8 +145,8 @@ class TrainConfig:
         if self.weight_decay < 0 or self.crop_pad < 0 or self.tta_shift < 0:
             raise UsageError("weight_decay, crop_pad and tta_shift must not be negative")
         check_device_name(self.device)
-        if self.track and self.track.partition(":")[0] != "mlflow":
-            raise UsageError(f"track must be mlflow or mlflow:URI, got {self.track!r}")
+        if self.track and self.track.partition(":")[0] not in ("mlflow", "tensorboard"):
+            raise UsageError(f"track must be mlflow[:URI] or tensorboard[:DIR], got {self.track!r}")
         if any(i < 0 for i in self.exclude):
             raise UsageError("exclude holds a negative index; indices are 0-based positions in the IDX file")
         if sorted(set(self.schedule_restarts)) != self.schedule_restarts or any(
