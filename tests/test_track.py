@@ -62,3 +62,24 @@ def test_tensorboard_event_files_hold_each_epoch_and_the_figures(synth_dir, tmp_
     assert {"curves", "confusion", "reliability"} <= set(read.Tags()["images"])
     recorded = json.loads((tmp_path / "runs" / "tb" / "metrics.json").read_text())
     assert read.Scalars("test/test_accuracy")[0].value == pytest.approx(recorded["test_accuracy"])
+
+
+def test_a_sweep_s_trials_are_nested_runs_of_the_sweep_s_run(synth_dir, tmp_path, monkeypatch, capsys):
+    from mlflow import MlflowClient
+    from test_sweep import space_file, sweep_args
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    argv = sweep_args(
+        "s", tmp_path, synth_dir, "--space", space_file(tmp_path), "--trials", "2", "--track", f"mlflow:{uri}"
+    )
+    code, _, err = cli(capsys, *argv)
+    assert code == 0 and "warning" not in err, err
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("fmnist").experiment_id])
+    (parent,) = [r for r in runs if "fmnist.sweep_dir" in r.data.tags]
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert (
+        len(runs) == 3 and len(trials) == 2 and parent.data.tags["fmnist.sweep_dir"] == str(tmp_path / "sweeps" / "s")
+    )
+    assert all(len(client.get_metric_history(t.info.run_id, "val_accuracy")) == 2 for t in trials)  # 2 epochs each

@@ -38,7 +38,12 @@ def cmd_sweep_run(args) -> int:
     space = space_mod.read_space(args.space)  # every check of the space before the study is touched
     where = {
         k: v
-        for k, v in {"device": args.device, "data_dir": args.data_dir, "verify": args.verify}.items()
+        for k, v in {
+            "device": args.device,
+            "data_dir": args.data_dir,
+            "verify": args.verify,
+            "track": args.track,
+        }.items()
         if v is not None
     }
     space.config({}, **where)  # the fixed values and where it runs, checked once more as a whole
@@ -140,5 +145,10 @@ def add_parsers(sub) -> None:
             help="seconds between a running trial's heartbeats; a trial silent for four is retried (default 10)",
         )
         q.add_argument("--device", help="auto, cpu, cuda, cuda:N, mps (default auto)")
+        q.add_argument(
+            "--track",
+            metavar="mlflow[:URI]",
+            help="log each trial when it ends: to MLflow, as a nested run of the sweep's, or tensorboard[:DIR]",
+        )
         add_data_flags(q)
         q.add_argument("--quiet", action="store_true", help="no line per trial")

@@ -60,12 +60,16 @@ def track_run(folder: RunFolder, cfg: TrainConfig, diverged: bool = False) -> No
     folder.write_json(TRACKED, {"mlflow": {"uri": uri, "run_id": run_id}})
 
 
-def _log_run(client, folder: RunFolder, cfg: TrainConfig, diverged: bool) -> str:
+def _experiment(client) -> str:
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    return experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)
+
+
+def _log_run(client, folder: RunFolder, cfg: TrainConfig, diverged: bool, tags: dict | None = None) -> str:
     from mlflow.entities import Metric, Param, RunStatus
 
-    experiment = client.get_experiment_by_name(EXPERIMENT)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)
-    run = client.create_run(experiment_id, run_name=folder.path.name, tags={"fmnist.run_dir": str(folder.path)})
+    tags = {"fmnist.run_dir": str(folder.path), "fmnist.status": folder.status(), **(tags or {})}
+    run = client.create_run(_experiment(client), run_name=folder.path.name, tags=tags)
     run_id, now = run.info.run_id, int(time.time() * 1000)
     params = [Param(k, _param(v)) for k, v in dataclasses.asdict(cfg).items()]
     metrics = [
@@ -83,7 +87,9 @@ def _log_run(client, folder: RunFolder, cfg: TrainConfig, diverged: bool) -> str
     for name in (CONFIG, HISTORY, METRICS, REPORT, *FIGURES.values()):
         if folder.file(name).is_file():
             client.log_artifact(run_id, str(folder.file(name)))
-    client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED if diverged else RunStatus.FINISHED))
+    ended = {"pruned": RunStatus.KILLED, "failed": RunStatus.FAILED, "diverged": RunStatus.FAILED}
+    status = RunStatus.FAILED if diverged else ended.get(folder.status(), RunStatus.FINISHED)
+    client.set_terminated(run_id, RunStatus.to_string(status))
     return run_id
 
 
@@ -134,3 +140,34 @@ def write_events(folder: RunFolder, root: Path) -> Path:
     finally:
         writer.close()
     return where
+
+
+def track_trial(folder: RunFolder, cfg: TrainConfig, sweep: str, sweep_dir: Path) -> None:
+    """Log a sweep's finished or pruned trial: in MLflow as a nested run of the sweep's own run
+    (found by its folder, made by the first trial to need it), or as TensorBoard event files."""
+    if not cfg.track:
+        return
+    if cfg.track.partition(":")[0] == "tensorboard":
+        write_events(folder, Path(cfg.track.partition(":")[2] or DEFAULT_EVENTS))
+        return
+    uri = tracking_uri(cfg.track)
+    try:
+        client = _client(uri)
+        parent = _sweep_run(client, sweep, sweep_dir)
+        run_id = _log_run(client, folder, cfg, False, {"mlflow.parentRunId": parent, "fmnist.sweep": str(sweep_dir)})
+    except Exception as e:
+        _warn(uri, e)
+        return
+    folder.write_json(TRACKED, {"mlflow": {"uri": uri, "run_id": run_id, "parent_run_id": parent}})
+
+
+def _sweep_run(client, sweep: str, sweep_dir: Path) -> str:
+    """The MLflow run standing for the whole sweep (its trials are nested under it)."""
+    experiment = _experiment(client)
+    query = f"tags.`fmnist.sweep_dir` = '{sweep_dir}'"
+    found = client.search_runs([experiment], filter_string=query, max_results=1, order_by=["attributes.start_time"])
+    if found:
+        return found[0].info.run_id
+    return client.create_run(
+        experiment, run_name=f"sweep {sweep}", tags={"fmnist.sweep_dir": str(sweep_dir)}
+    ).info.run_id

@@ -24,6 +24,7 @@ from fmnist.data import FashionMNIST
 from fmnist.errors import FmnistError
 from fmnist.jobs.train import fit_run, start_run
 from fmnist.run.folder import RunFolder, load_data
+from fmnist.run.tracking import track_trial
 from fmnist.stops import Diverged, Interrupted, Pruned
 from fmnist.sweep.space import Space
 from fmnist.sweep.storage import study_lock
@@ -173,6 +174,8 @@ def run_trial(sweep: Sweep, trial, data: FashionMNIST) -> None:
     else:
         state, value = TrialState.COMPLETE, max(epochs)
     finish(sweep, trial, state, value, len(epochs), time.perf_counter() - start)
+    if prepared is not None:
+        track_trial(prepared.folder, cfg, sweep.study.study_name, sweep.folder)  # where --track says
 
 
 def retry(sweep: Sweep, trial, reason: str) -> None:
