@@ -24,10 +24,6 @@ DEFAULT_EVENTS = "tensorboard"  # `tensorboard --logdir tensorboard`: one subfol
 EXPERIMENT = "fmnist"
 
 
-def tracking_uri(track: str) -> str:
-    return track.partition(":")[2] or DEFAULT_URI
-
-
 def _client(uri: str):
     # One try, a few seconds: an unreachable server must not hold the run up for MLflow's retries.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -46,18 +42,33 @@ def _warn(uri: str, e: Exception) -> None:
 
 def track_run(folder: RunFolder, cfg: TrainConfig, diverged: bool = False) -> None:
     """Log the run in `folder` to where `cfg.track` says, if anywhere."""
-    if not cfg.track:
+    _track(folder, cfg, diverged)
+
+
+def track_trial(folder: RunFolder, cfg: TrainConfig, sweep: str, sweep_dir: Path) -> None:
+    """Log a sweep's finished or pruned trial: in MLflow as a nested run of the sweep's own run
+    (found by its folder, made by the first trial to need it), or as TensorBoard event files."""
+    _track(folder, cfg, False, (sweep, sweep_dir))
+
+
+def _track(folder: RunFolder, cfg: TrainConfig, diverged: bool, sweep: tuple[str, Path] | None = None) -> None:
+    kind, _, where = cfg.track.partition(":")
+    if kind == "tensorboard":
+        write_events(folder, Path(where or DEFAULT_EVENTS))
         return
-    if cfg.track.partition(":")[0] == "tensorboard":
-        write_events(folder, Path(cfg.track.partition(":")[2] or DEFAULT_EVENTS))
+    if kind != "mlflow":
         return
-    uri = tracking_uri(cfg.track)
+    uri = where or DEFAULT_URI
     try:
-        run_id = _log_run(_client(uri), folder, cfg, diverged)
+        client = _client(uri)
+        tags = {"mlflow.parentRunId": _sweep_run(client, *sweep), "fmnist.sweep": str(sweep[1])} if sweep else {}
+        run_id = _log_run(client, folder, cfg, diverged, tags)
     except Exception as e:  # any failure of the store: a warning, not the run's failure
         _warn(uri, e)
         return
-    folder.write_json(TRACKED, {"mlflow": {"uri": uri, "run_id": run_id}})
+    folder.write_json(
+        TRACKED, {"mlflow": {"uri": uri, "run_id": run_id, "parent_run_id": tags.get("mlflow.parentRunId")}}
+    )
 
 
 def _experiment(client) -> str:
@@ -140,25 +151,6 @@ def write_events(folder: RunFolder, root: Path) -> Path:
     finally:
         writer.close()
     return where
-
-
-def track_trial(folder: RunFolder, cfg: TrainConfig, sweep: str, sweep_dir: Path) -> None:
-    """Log a sweep's finished or pruned trial: in MLflow as a nested run of the sweep's own run
-    (found by its folder, made by the first trial to need it), or as TensorBoard event files."""
-    if not cfg.track:
-        return
-    if cfg.track.partition(":")[0] == "tensorboard":
-        write_events(folder, Path(cfg.track.partition(":")[2] or DEFAULT_EVENTS))
-        return
-    uri = tracking_uri(cfg.track)
-    try:
-        client = _client(uri)
-        parent = _sweep_run(client, sweep, sweep_dir)
-        run_id = _log_run(client, folder, cfg, False, {"mlflow.parentRunId": parent, "fmnist.sweep": str(sweep_dir)})
-    except Exception as e:
-        _warn(uri, e)
-        return
-    folder.write_json(TRACKED, {"mlflow": {"uri": uri, "run_id": run_id, "parent_run_id": parent}})
 
 
 def _sweep_run(client, sweep: str, sweep_dir: Path) -> str:
