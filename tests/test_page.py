@@ -163,7 +163,8 @@ def test_the_runs_view_lists_sorts_and_serves_a_run(runs_page):
     ]
     page.locator("#runs th[data-sort=run]").click()  # and back
     assert rows.nth(0).get_attribute("data-run") == "runs/simple_cnn"
-    assert page.locator("[data-testid=run-row] svg polyline").count() == 0  # one epoch each: no line yet
+    assert page.locator("[data-testid=run-row] canvas.curve").count() == 3
+    assert page.locator("[data-testid=run-row] canvas[data-points]").count() == 0  # one epoch each: no line yet
     page.locator("[data-testid=run-row][data-run='runs/extra'] [data-testid=serve-run]").click()
     page.wait_for_function("document.querySelectorAll('[data-testid=model-card]').length == 3", timeout=30_000)
     page.get_by_test_id("status").filter(has_text="now serving runs/extra as extra").wait_for(timeout=30_000)

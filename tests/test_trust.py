@@ -169,7 +169,8 @@ def test_predict_uses_the_test_time_augmentation_the_run_was_tested_with(data_di
     got = {p["class"]: p["probability"] for p in json.loads(out)[0]["predictions"]}
     model, _ = RunFolder(run).load_model()[:2]
     x = load_image(image)[None]
-    with_tta = predict_logits(model, x, tta=True, tta_shift=1).softmax(1)[0]
-    plain = predict_logits(model, x).softmax(1)[0]
+    t = json.loads((run / "metrics.json").read_text())["calibration"]["temperature"]  # predict shows calibrated
+    with_tta = (predict_logits(model, x, tta=True, tta_shift=1) / t).softmax(1)[0]
+    plain = (predict_logits(model, x) / t).softmax(1)[0]
     assert code == 0 and not torch.allclose(with_tta, plain, atol=1e-4)
     assert [got[c] for c in CLASSES] == pytest.approx(with_tta.tolist(), abs=1e-6)

@@ -15,6 +15,7 @@ import torch
 from matplotlib.figure import Figure
 
 from fmnist.data import CLASSES
+from fmnist.explain.heat import heat
 from fmnist.files import write_bytes
 
 
@@ -171,19 +172,6 @@ def top_losses(images: torch.Tensor, labels: torch.Tensor, probs: torch.Tensor, 
         f"#{i}: {CLASSES[pred[i]]} {conf[i]:.0%}\ntrue {CLASSES[labels[i]]}, loss {loss[i]:.1f}" for i in top.tolist()
     ]
     image_grid(images[top], captions, (pred[top] != labels[top]).tolist(), path, "highest test losses")
-
-
-def heat(image: torch.Tensor, saliency: torch.Tensor) -> np.ndarray:
-    """The image [H, W, 3] in [0, 1], dimmed, with the map's positive part over it in a hot
-    colour map: where the pixels spoke for the class (scaled to the map's 99th percentile)."""
-    from matplotlib import colormaps
-
-    grey = image.reshape(28, 28).numpy()
-    m = saliency.reshape(28, 28).clamp_min(0).numpy()
-    top = np.percentile(m, 99)
-    m = np.clip(m / top, 0, 1) if top > 0 else m
-    alpha = 0.85 * np.sqrt(m)[..., None]
-    return ((1 - alpha) * 0.55 * np.stack([grey] * 3, axis=-1) + alpha * colormaps["hot"](m)[..., :3]).clip(0, 1)
 
 
 def overlay(image: torch.Tensor, saliency: torch.Tensor, caption: str, path: Path) -> None:

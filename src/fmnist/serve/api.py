@@ -19,8 +19,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from fmnist.data import CLASSES
 from fmnist.data.images import load_image_bytes, to_png
 from fmnist.errors import FmnistError
+from fmnist.explain.heat import heat
 from fmnist.explain.methods import saliency_maps
-from fmnist.reports.plots import heat
 from fmnist.serve.schemas import ERRORS, ExplainResponse, ModelList, PredictResponse
 
 router = APIRouter()
