@@ -143,6 +143,10 @@ def add_parsers(sub) -> None:
     )
     p.set_defaults(func=cmd_predict)
 
+    add_explain_parser(sub)
+
+
+def add_explain_parser(sub) -> None:
     from fmnist.explain.methods import DEFAULT_METHOD, METHODS
 
     p = sub.add_parser("explain", help="where a model looked: saliency maps and overlays for images")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fmnist.errors import FmnistError, UsageError
 from fmnist.run.folder import CONFIG, RunFolder
-from fmnist.training.config import HYPER, TrainConfig
+from fmnist.training.config import HYPER, TrainConfig, shown_value
 
 COLUMNS = ("run", "model", "recipe", "val_accuracy", "test_accuracy", "train_seconds", "status")
 FIGURES = ("status", "best_epoch", "val_accuracy", "test_accuracy", "test_loss", "train_seconds")
@@ -44,13 +44,8 @@ def describe(run: RunFolder) -> dict:
         "best_epoch": metrics.get("best_epoch"),
         "train_seconds": seconds,
         "status": run.status(),
-        "config": {k: shown(v) for k, v in dataclasses.asdict(cfg).items()},
+        "config": {k: shown_value(v) for k, v in dataclasses.asdict(cfg).items()},
     }
-
-
-def shown(value):
-    """A config value as a table shows it: a list of excluded images by its length."""
-    return f"{len(value)} images" if isinstance(value, list) and len(value) > 3 else value
 
 
 def differing(rows: list[dict]) -> list[str]:

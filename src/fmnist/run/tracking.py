@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from fmnist.run.folder import CONFIG, FIGURES, HISTORY, METRICS, REPORT, TRACKED, RunFolder
-from fmnist.training.config import TrainConfig
+from fmnist.training.config import TrainConfig, shown_value
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 DEFAULT_EVENTS = "tensorboard"  # `tensorboard --logdir tensorboard`: one subfolder per run
@@ -82,7 +82,7 @@ def _log_run(client, folder: RunFolder, cfg: TrainConfig, diverged: bool, tags: 
     tags = {"fmnist.run_dir": str(folder.path), "fmnist.status": folder.status(), **(tags or {})}
     run = client.create_run(_experiment(client), run_name=folder.path.name, tags=tags)
     run_id, now = run.info.run_id, int(time.time() * 1000)
-    params = [Param(k, _param(v)) for k, v in dataclasses.asdict(cfg).items()]
+    params = [Param(k, str(shown_value(v))[:500]) for k, v in dataclasses.asdict(cfg).items()]
     metrics = [
         Metric(key, float(value), now, int(row["epoch"]))
         for row in folder.history_so_far()
@@ -102,12 +102,6 @@ def _log_run(client, folder: RunFolder, cfg: TrainConfig, diverged: bool, tags: 
     status = RunStatus.FAILED if diverged else ended.get(folder.status(), RunStatus.FINISHED)
     client.set_terminated(run_id, RunStatus.to_string(status))
     return run_id
-
-
-def _param(value) -> str:
-    if isinstance(value, list) and len(value) > 3:
-        return f"{len(value)} items"  # the excluded images: a count, not thousands of indices
-    return str(value)[:500]
 
 
 def track_export(folder: RunFolder, exported: Path) -> None:

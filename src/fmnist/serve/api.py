@@ -75,7 +75,12 @@ async def read_images(request: Request, max_images: int) -> list[tuple[str, byte
 def decode_all(blobs: list[tuple[str, bytes]], max_pixels: int) -> tuple[torch.Tensor, list[str]]:
     """The uploaded images as a batch [N, 1, 28, 28] and their previews (PNG data URIs)."""
     images = torch.stack([load_image_bytes(data, name, max_pixels) for name, data in blobs])
-    return images, ["data:image/png;base64," + base64.b64encode(to_png(image)).decode() for image in images]
+    return images, [png_uri(to_png(image)) for image in images]
+
+
+def png_uri(png: bytes) -> str:
+    """PNG bytes as a data URI, for a page to show."""
+    return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
 @router.post(
@@ -118,15 +123,10 @@ def explain_all(predictors: dict, image: torch.Tensor) -> list[dict]:
         saliency = saliency_maps(p.logits, image, target, "occlusion")[0]
         rgb = Image.fromarray((heat(image[0], saliency) * 255).round().astype(np.uint8)).resize((112, 112), 0)
         label, probability = CLASSES[int(target[0])], float(probs[0, target[0]])
-        out.append({"name": name, "label": label, "probability": probability, "map": to_png_bytes(rgb)})
+        buf = io.BytesIO()
+        rgb.save(buf, "PNG")
+        out.append({"name": name, "label": label, "probability": probability, "map": png_uri(buf.getvalue())})
     return out
-
-
-def to_png_bytes(img: Image.Image) -> str:
-    """A PNG data URI."""
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 @router.post(

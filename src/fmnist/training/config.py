@@ -166,6 +166,12 @@ class TrainConfig:
         return [f.name for f in dataclasses.fields(cls) if f.metadata["resume"] != FIXED]
 
 
+def shown_value(value: Any) -> Any:
+    """A config value as a table or a tracking store shows it: a long list (the excluded images)
+    by its length, not thousands of indices."""
+    return f"{len(value)} images" if isinstance(value, list) and len(value) > 3 else value
+
+
 def field_types() -> dict[str, Any]:
     return typing.get_type_hints(TrainConfig)
 
