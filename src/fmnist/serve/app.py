@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from fmnist import __version__
 from fmnist.inference.predictor import Predictor
 from fmnist.serve import api, oip, runs
+from fmnist.serve.fastpath import InferFastPath
 from fmnist.serve.middleware import BodyLimit, Metrics, MetricsMiddleware
 from fmnist.serve.models import Models, load_models
 from fmnist.serve.settings import Settings
@@ -58,6 +59,7 @@ def create_app(models: dict[str, Predictor] | list, settings: Settings | None = 
     app.include_router(oip.router)
     app.include_router(runs.router)
     app.add_api_route("/metrics", prometheus, include_in_schema=False)
+    app.add_middleware(InferFastPath, route=oip.infer_route())  # innermost of the three: inside the limit
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: counts the 413s too
     return app

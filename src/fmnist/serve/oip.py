@@ -61,10 +61,19 @@ async def model_ready(name: str, request: Request):
     openapi_extra={"requestBody": {"content": {"application/json": {"schema": InferRequest.model_json_schema()}}}},
 )
 async def infer(name: str, request: Request):
-    state = request.app.state
-    batcher = state.models.batcher(name)
     body = await request.body()  # bounded by the body limit, which answers 413 past it
-    header = request.headers.get(HEADER_LENGTH)
+    content, headers = await infer_answer(request.app.state, name, body, request.headers.get(HEADER_LENGTH))
+    return Response(content, headers=headers)
+
+
+def infer_route():
+    """The /infer route as declared here (its path template labels the metrics)."""
+    return next(r for r in router.routes if getattr(r, "endpoint", None) is infer)
+
+
+async def infer_answer(state, name: str, body: bytes, header: str | None) -> tuple[bytes, dict]:
+    """The /infer answer's bytes and headers for `body`, or an HTTPException (4xx) saying why not."""
+    batcher = state.models.batcher(name)
     if len(body) <= INLINE_BYTES:  # a few images: cheaper here than a thread's round trip
         parsed = parse_request(body, header, state.settings.max_infer_images)
     else:  # a large body is parsed off the event loop, within the limit of work at a time
@@ -73,5 +82,4 @@ async def infer(name: str, request: Request):
         )
     logits = await batcher.logits(torch.from_numpy(parsed.images))
     state.metrics.images.labels(name).inc(len(parsed.images))
-    content, headers = response_body(name, parsed.request.id, logits.numpy(), parsed.binary_output)
-    return Response(content, headers=headers)
+    return response_body(name, parsed.request.id, logits.numpy(), parsed.binary_output)

@@ -35,23 +35,34 @@ class Parsed:
     binary_output: bool
 
 
-# A "data" key and its array of numbers (nested or not), matched by the regex engine, not char by char.
-DATA = re.compile(r'"data"\s*:\s*(\[[-+0-9.eE,\s\[\]NaInfity]*\])')  # NaN and Infinity too: refused later
+KEY = re.compile(r'"data"\s*:\s*\[')
 
 
 def cut_data(text: str) -> tuple[str, list[str]]:
-    """The JSON text with each `"data": [...]` array of numbers replaced by null, and those arrays'
-    text. An array that holds anything but numbers is left in place for the JSON parser to refuse."""
+    """The JSON text with each `"data": [...]` array replaced by null, and those arrays' text (read
+    later as numbers, or refused). The array's end is found by str.find and str.count, passes in C:
+    a regular expression over the array cost a third of a one-image request."""
     arrays: list[str] = []
-
-    def cut(m: re.Match) -> str:
-        array = m.group(1)
-        if array.count("[") != array.count("]"):  # not one whole array: leave it to json
-            return m.group(0)
-        arrays.append(array)
-        return '"data": null'
-
-    return DATA.sub(cut, text), arrays
+    parts: list[str] = []
+    pos = 0
+    while (m := KEY.search(text, pos)) is not None:
+        start = end = m.end() - 1  # at the array's "["
+        depth = 0
+        while True:  # to the "]" that closes it: each "]" closes one of the "[" seen so far
+            close = text.find("]", end)
+            if close < 0:
+                break
+            depth += text.count("[", end, close) - 1
+            end = close + 1
+            if depth == 0:
+                break
+        if close < 0:  # not one whole array: left to the JSON parser to refuse
+            break
+        arrays.append(text[start:end])
+        parts.append(text[pos : m.start()] + '"data": null')
+        pos = end
+    parts.append(text[pos:])
+    return "".join(parts), arrays
 
 
 def numbers(array_text: str, expected: int) -> np.ndarray:
