@@ -1,8 +1,9 @@
 """Requests per second and p50/p99 latency of `fmnist serve`, per endpoint, for BENCHMARKS.md:
 either of a running server, or of servers this script starts itself, one after the other on the
-same machine, with dynamic batching off (--max-batch 1) and on (the default), after `make study`:
+same machine, with dynamic batching off (--max-batch 1) and on (the default), in one server process
+and in several (--processes), after `make study`:
 
-    .venv/bin/python benchmarks/serve_load.py --serve runs/study --clients 64 --requests 3000 --wrk 10
+    .venv/bin/python benchmarks/serve_load.py --serve runs/study --clients 64 --requests 3000 --wrk 10 --processes 1,2
     .venv/bin/python benchmarks/serve_load.py --url http://127.0.0.1:8000   # a server already running
 
 Each endpoint is loaded on its own (so its figures are its own), with real test-set images: a PNG
@@ -47,6 +48,7 @@ def main() -> None:
         help="what the started servers serve (default runs/study)",
     )
     parser.add_argument("--batching", default="off,on", help="the settings to start servers with (default off,on)")
+    parser.add_argument("--processes", default="1", help="server processes to start servers with (default 1; e.g. 1,2)")
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--requests", type=int, default=3000, help="per endpoint")
     parser.add_argument("--model", help="the model /infer is sent to (default: the first served)")
@@ -58,11 +60,13 @@ def main() -> None:
         settings = {"running server": measure(args.url, args, data)}
     else:
         settings = {}
-        for batching in args.batching.split(","):
-            flags = ["--max-batch", "1"] if batching == "off" else []
-            with started(args.serve, flags) as url:
-                print(f"batching {batching}:", flush=True)
-                settings[f"batching {batching}"] = measure(url, args, data)
+        for processes in args.processes.split(","):
+            for batching in args.batching.split(","):
+                flags = ["--max-batch", "1"] if batching == "off" else []
+                label = f"batching {batching}" + (f", {processes} processes" if processes != "1" else "")
+                with started(args.serve, [*flags, "--processes", processes]) as url:
+                    print(f"{label}:", flush=True)
+                    settings[label] = measure(url, args, data)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"clients": args.clients, "machine": machine(), "settings": settings}, f, indent=1)
@@ -85,6 +89,8 @@ def started(sources: list[str], flags: list[str]):
                     break
             except httpx.TransportError:
                 time.sleep(0.5)
+        if "--processes" in flags and flags[flags.index("--processes") + 1] != "1":
+            time.sleep(20)  # ready means one worker is; the others start alongside it
         yield url
     finally:
         proc.terminate()

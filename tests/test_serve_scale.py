@@ -193,3 +193,80 @@ def test_infer_numbers_read_alike_by_either_parser(text, expected):
     assert values.dtype == np.float32 and np.array_equal(values, np.float32(expected), equal_nan=True)
     with pytest.raises(HTTPException, match="holds 4 values, the shape needs 5"):
         numbers(text, 5)
+
+
+def test_the_workers_rebuild_the_served_models_as_loaded(runs, tmp_path):
+    from fmnist.serve.processes import read_spec, write_spec
+
+    loaded = {
+        "a": load_predictor(runs / "shallow", "onnx"),
+        "b": load_predictor(runs / "simple_cnn", "torch"),
+    }
+    loaded["a"].temperature = 1.7
+    write_spec(tmp_path, loaded, Settings(processes=2, max_batch=5))
+    rebuilt, settings = read_spec(tmp_path)
+    assert settings == Settings(processes=2, max_batch=5)
+    assert len(list(tmp_path.glob("*.onnx"))) == 1  # the exported graph travels: no worker exports again
+    x = torch.rand(3, 1, 28, 28)
+    for name, p in loaded.items():
+        q = rebuilt[name]
+        assert (q.name, q.source, q.backend, q.temperature, q.info) == (
+            name,
+            p.source,
+            p.backend,
+            p.temperature,
+            p.info,
+        )
+        assert torch.allclose(q.logits(x), p.logits(x), atol=1e-6)
+
+
+METRICS_SCRIPT = """
+import os, sys
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = sys.argv[2]
+from fastapi.testclient import TestClient
+from fmnist.inference.predictor import load_predictor
+from fmnist.serve import create_app
+one, other = (create_app({"m": load_predictor(sys.argv[1])}) for _ in range(2))
+for _ in range(3):
+    assert TestClient(one).get("/v2/health/ready").status_code == 200
+print(TestClient(other).get("/metrics").text)
+"""
+
+
+def test_metrics_of_several_processes_are_summed(runs, tmp_path):
+    """Two apps stand for two worker processes: each writes its counts where the other's /metrics
+    reads them (prometheus_client's multiprocess mode, which fmnist serve --processes turns on)."""
+    out = subprocess.run(
+        [sys.executable, "-c", METRICS_SCRIPT, str(runs / "shallow"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert re.search(r'fmnist_http_requests_total\{[^}]*route="/v2/health/ready"[^}]*status="200"\} 3\.0', out.stdout)
+
+
+def test_several_processes_answer_on_one_port(runs):
+    base, proc = start_server(runs / "shallow", runs / "simple_cnn", "--processes", "2", seconds=180)
+    try:
+        workers = subprocess.run(
+            ["pgrep", "-P", str(proc.pid), "-f", "multiprocessing"], capture_output=True, text=True
+        )
+        assert len(workers.stdout.split()) >= 2, workers  # two workers (and perhaps the resource tracker)
+        x = np.random.default_rng(0).random((2, 784), dtype=np.float32)
+        body = {"inputs": [{"name": "images", "shape": [2, 784], "datatype": "FP32", "data": x.reshape(-1).tolist()}]}
+        want = load_predictor(runs / "shallow").logits(torch.from_numpy(x).reshape(2, 1, 28, 28)).numpy()
+        for _ in range(20):  # new connections, answered by either worker
+            r = httpx.post(base + "/v2/models/shallow/infer", json=body)
+            assert r.status_code == 200 and np.allclose(
+                np.array(r.json()["outputs"][0]["data"]), want.reshape(-1), atol=1e-5
+            )
+        r = httpx.post(base + "/runs/serve", json={"run": str(runs / "shallow")})
+        assert r.status_code == 409 and "--processes 1" in r.json()["error"]
+        for _ in range(4):  # whichever worker answers, it counts every worker's requests
+            text = httpx.get(base + "/metrics").text
+            assert re.search(r'route="/v2/models/\{name\}/infer",status="200"\} 20\.0', text), text
+    finally:
+        proc.send_signal(2)  # Ctrl-C: the supervisor stops its workers, then itself
+        assert proc.wait(timeout=60) == 0
+    assert subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True).stdout == b""

@@ -41,14 +41,23 @@ def cmd_serve(args) -> int:
         import uvicorn
 
         from fmnist.serve import create_app, load_models
+        from fmnist.serve.processes import serve_processes
     except ImportError as e:
         raise FmnistError(
             f"fmnist serve needs the serve extra ({e.name} is missing): pip install 'fmnist[serve]'"
         ) from None
     if not 1 <= args.port <= 65535:
         raise UsageError(f"--port must be 1-65535, got {args.port}")
-    if args.max_body_mb <= 0 or args.max_images < 1 or args.max_batch < 1 or args.max_delay_ms < 0:
-        raise UsageError("--max-body-mb, --max-images and --max-batch must be positive, --max-delay-ms not negative")
+    if (
+        args.max_body_mb <= 0
+        or args.max_images < 1
+        or args.max_batch < 1
+        or args.max_delay_ms < 0
+        or args.processes < 1
+    ):
+        raise UsageError(
+            "--max-body-mb, --max-images, --max-batch and --processes must be positive, --max-delay-ms not negative"
+        )
     backend = check_backend(args.backend)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(
@@ -62,17 +71,28 @@ def cmd_serve(args) -> int:
         max_images=args.max_images,
         max_batch=args.max_batch,
         max_delay=args.max_delay_ms / 1000,
+        processes=args.processes,
     )
-    app = create_app(load_models(sources, backend), settings)  # loaded and warmed: a failure stops here
+    loaded = load_models(sources, backend)  # loaded and warmed: a failure stops here
+    processes = f", {args.processes} processes" if args.processes > 1 else ""
     print(
         f"serving {', '.join(str(s) for s in sources)} on http://{args.host}:{args.port}/ "
-        f"(API docs at /docs; Ctrl-C stops)",
+        f"(API docs at /docs{processes}; Ctrl-C stops)",
         flush=True,
     )
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", loop="uvloop", http="httptools")
-    server = uvicorn.Server(config)
     try:
-        server.run()
+        if args.processes > 1:
+            serve_processes(loaded, settings, args.host, args.port)
+        else:
+            config = uvicorn.Config(
+                create_app(loaded, settings),
+                host=args.host,
+                port=args.port,
+                log_level="warning",
+                loop="uvloop",
+                http="httptools",
+            )
+            uvicorn.Server(config).run()
     except SystemExit as e:  # uvicorn exits when it cannot bind the address
         raise FmnistError(f"cannot serve on {args.host}:{args.port} (in use, or not an address here)") from e
     return 0
@@ -116,5 +136,13 @@ def add_parsers(sub) -> None:
         default=Settings.max_delay * 1000,
         metavar="MS",
         help=f"how long a batch waits for more requests after its first (default {Settings.max_delay * 1000:g})",
+    )
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=Settings.processes,
+        metavar="N",
+        help="server processes answering on the port, each with every model and its share of the cores "
+        f"(default {Settings.processes}; more answer more requests on a machine of several cores, see BENCHMARKS.md)",
     )
     p.set_defaults(func=cmd_serve)

@@ -37,6 +37,7 @@ class Predictor:
     logits: Callable[[torch.Tensor], torch.Tensor]
     info: dict = field(default_factory=dict)  # model, parameters, test_accuracy, tta
     temperature: float = 1.0  # fitted on the run's validation split; the logits stay raw
+    proto: object = None  # the ONNX model an "onnx" predictor runs (a server's other processes load it)
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         return self.calibrated(self.logits(images))
@@ -53,11 +54,13 @@ def check_backend(name: str | None) -> str:
     return name
 
 
-def _onnx_predictor(proto, name: str, source: str, info: dict) -> Predictor:
+def onnx_predictor(proto, name: str, source: str, info: dict, threads: int | None = None) -> Predictor:
+    """A predictor running the ONNX model `proto` through ONNX Runtime (`threads` per call: all
+    this process's cores by default)."""
     from fmnist.inference.onnx_runtime import make_session, run_session
 
-    session = make_session(proto, name=source)  # made (and its graph optimised) once, used for every call
-    return Predictor(name, source, "onnx", lambda images: run_session(session, images, name=source), info)
+    session = make_session(proto, threads, name=source)  # made (and its graph optimised) once, used for every call
+    return Predictor(name, source, "onnx", lambda images: run_session(session, images, name=source), info, proto=proto)
 
 
 def load_onnx_file(path: Path) -> Predictor:
@@ -75,7 +78,7 @@ def load_onnx_file(path: Path) -> Predictor:
         "test_accuracy": source.get("test_accuracy"),
         "tta": meta.get("tta"),
     }
-    predictor = _onnx_predictor(proto, path.stem, str(path), info)
+    predictor = onnx_predictor(proto, path.stem, str(path), info)
     predictor.temperature = temperature_of(meta.get("calibration"), path)
     return predictor
 
@@ -106,7 +109,7 @@ def model_predictor(
         )
     from fmnist.inference.onnx_export import to_onnx
 
-    return _onnx_predictor(to_onnx(copy.deepcopy(model), cfg, {}), name, source, info)
+    return onnx_predictor(to_onnx(copy.deepcopy(model), cfg, {}), name, source, info)
 
 
 def load_run(run_dir: Path, backend: str) -> Predictor:
@@ -123,7 +126,7 @@ def load_run(run_dir: Path, backend: str) -> Predictor:
     if backend == "onnx" and exported.is_file() and _exported_from_best(run, exported):
         from fmnist.inference.onnx_runtime import read_model
 
-        predictor = _onnx_predictor(read_model(exported), run.path.name, str(run.path), info)
+        predictor = onnx_predictor(read_model(exported), run.path.name, str(run.path), info)
     else:
         predictor = model_predictor(model, cfg, backend, run.path.name, str(run.path), info)
     predictor.temperature = temperature_of(metrics.get("calibration"), run.file(METRICS))

@@ -11,13 +11,15 @@ batches of concurrent requests (serve/batching.py).
 from __future__ import annotations
 
 import contextlib
+import os
 
 import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fmnist import __version__
@@ -26,6 +28,7 @@ from fmnist.serve import api, oip, runs
 from fmnist.serve.fastpath import InferFastPath
 from fmnist.serve.middleware import BodyLimit, Metrics, MetricsMiddleware
 from fmnist.serve.models import Models, load_models
+from fmnist.serve.processes import METRICS_ENV
 from fmnist.serve.settings import Settings
 
 DOCS_ASSETS = "/docs-assets"
@@ -77,4 +80,8 @@ async def invalid(request: Request, exc: RequestValidationError):
 
 
 async def prometheus(request: Request):
-    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    registry = request.app.state.metrics.registry
+    if os.environ.get(METRICS_ENV):  # one of several processes (serve/processes.py): all of theirs, summed
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

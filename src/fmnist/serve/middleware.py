@@ -113,7 +113,12 @@ class Metrics:
             registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
-        self.in_flight = Gauge("fmnist_http_requests_in_flight", "requests being answered", registry=self.registry)
+        self.in_flight = Gauge(
+            "fmnist_http_requests_in_flight",
+            "requests being answered",
+            registry=self.registry,
+            multiprocess_mode="livesum",  # summed over a server's live processes
+        )
         self.images = Counter(
             "fmnist_images_classified", "images classified, by model", ["model"], registry=self.registry
         )

@@ -49,6 +49,8 @@ async def runs(request: Request):
 @router.post("/serve", responses=ERRORS, summary="serve a listed run beside the others")
 async def serve_run(body: ServeRequest, request: Request):
     state = request.app.state
+    if state.settings.processes > 1:
+        raise HTTPException(409, "serving another run needs a server of one process (fmnist serve --processes 1)")
     run = (await anyio.to_thread.run_sync(listed, request, limiter=state.limiter)).get(body.run)
     if run is None or not run.has_checkpoint():
         raise HTTPException(404, f"no tested run {body.run!r} among the listed runs")

@@ -16,4 +16,5 @@ class Settings:
     max_batch: int = 64  # images a model answers at once for concurrent requests (1: no batching)
     max_delay: float = 0.001  # seconds a batch waits for more requests after its first
     workers: int = 2  # decodings and model calls at a time, off the event loop
+    processes: int = 1  # server processes on one port (serve/processes.py)
     runs_roots: tuple[str, ...] = ("runs", "sweeps", "audits")  # what the page's runs view lists
