@@ -12,14 +12,7 @@ mkdir -p "$out"
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$(pwd)/src PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
 runs=$(mktemp -d)
-step() {  # step NAME SECONDS COMMAND...: run, log, note the exit status and the wall time
-    local name=$1 limit=$2; shift 2
-    local start=$EPOCHREALTIME
-    timeout "$limit" "$@" >"$out/$name.log" 2>&1
-    local rc=$?
-    printf '%-14s rc %-3s %7.1f s\n' "$name" "$rc" "$(awk "BEGIN {print $EPOCHREALTIME - $start}")" | tee -a "$out/steps.txt"
-    tail -n 4 "$out/$name.log"
-}
+source "$(dirname "$0")/steps.sh"
 nvidia-smi -L; $py -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name())'
 fm="$py -m fmnist"
 step bench 90 $fm bench --device cuda --quiet --epochs 2 --batch-size 128 \

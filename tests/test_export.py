@@ -54,7 +54,12 @@ def fake_run(folder, data_dir, name, **settings):
     return folder
 
 
-@pytest.mark.parametrize("name", list_models())
+# WRN-16-8 and WRN-28-10 are wrn_16_4's layers, wider and deeper: their exports' checks on 256
+# images cost 25 and 58 s of a CPU, and nothing wrn_16_4 does not exercise.
+EXPORTED = [m for m in list_models() if m not in ("wrn_16_8", "wrn_28_10")]
+
+
+@pytest.mark.parametrize("name", EXPORTED)
 def test_every_model_exports_and_runs_with_pytorchs_answers(name, data_dir, tmp_path):
     run = fake_run(tmp_path / name, data_dir, name)
     description = export_run(run)

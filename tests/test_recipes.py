@@ -11,6 +11,7 @@ from conftest import cli, train_args, untimed, write_dataset
 
 from fmnist import files, stops
 from fmnist.errors import UsageError
+from fmnist.models import list_models
 from fmnist.run.checkpoint import load_checkpoint
 from fmnist.training import loop as train
 from fmnist.training.config import list_recipes, make_config, read_recipe, read_toml, to_toml
@@ -22,11 +23,11 @@ def data_dir(tmp_path):
     return tmp_path / "data"
 
 
-@pytest.mark.parametrize("name", ["fast", "best"])
+@pytest.mark.parametrize("name", ["fast", "best", "gpu"])
 def test_recipe_round_trips_through_the_config(name, tmp_path):
     assert name in list_recipes()
     cfg = make_config(read_recipe(name))
-    assert cfg.recipe == name and cfg.model.startswith("resnet")
+    assert cfg.recipe == name and cfg.model in list_models()
     (tmp_path / "r.toml").write_text(to_toml(cfg))
     assert make_config(read_toml(tmp_path / "r.toml")) == cfg
 
@@ -54,6 +55,63 @@ def test_recipe_smoke_run(name, data_dir, tmp_path, capsys):
     # the time to the reported accuracy is the training time by the end of the chosen epoch
     assert 0 < metrics["best_seconds"] <= metrics["train_seconds"]
     assert f"best epoch {metrics['best_epoch']} after {metrics['best_seconds']:.1f} s" in out
+    # where the command's time went, from the process's start (the interpreter and imports too)
+    phases = metrics["phases"]
+    assert phases["before_training"] > 0 and phases["evaluation"] > 0 and phases["other"] > -0.5
+    assert phases["training"] == pytest.approx(metrics["train_seconds"] + metrics["compile_seconds"])
+    assert phases["command"] >= phases["before_training"] + phases["training"] + phases["evaluation"] - 0.5
+    assert f"{phases['command']:.1f} s from the command" in out
+
+
+def test_time_to_accuracy_is_the_first_epoch_at_each_level(tmp_path):
+    from fmnist.jobs.evaluate import time_to_accuracy
+    from fmnist.reports.html import _time_to_rows
+
+    history = [
+        {"epoch": 1, "val_accuracy": 0.85, "elapsed": 1.5},
+        {"epoch": 2, "val_accuracy": 0.915, "elapsed": 3.0},
+        {"epoch": 3, "val_accuracy": 0.905, "elapsed": 4.5},  # a dip: the first time counts
+        {"epoch": 4, "val_accuracy": 0.93, "elapsed": 6.0},
+    ]
+    times = time_to_accuracy(history)
+    assert times == {"90%": 3.0, "91%": 3.0, "92%": 6.0, "93%": 6.0, "94%": None, "95%": None, "96%": None}
+    rows = _time_to_rows(times)  # the run report's summary rows: the levels reached, no others
+    assert rows[2] == ["validation accuracy 92% after", "6.0 s"] and len(rows) == 4
+
+
+def test_the_gpu_recipe_runs_a_step_on_the_cpu(tmp_path, capsys):
+    """The gpu recipe (channels-last, its optimizer, schedule, augmentations, weight average and
+    test-time views) for one step on a few images, at small scale: WRN-16-4, the recipe's WRN-16-8
+    at half the width (the report's occlusion maps of WRN-16-8 cost 30 s of a CPU here). Left out,
+    each tested on its own in tests/test_train.py: compiling, and bfloat16, which a CPU without AMX
+    runs 14 times slower than float32 (98 s for this step of WRN-16-8)."""
+    write_dataset(tmp_path / "data", train_per_class=10, test_per_class=1)
+    out_dir = tmp_path / "gpu"
+    code, out, err = cli(
+        capsys,
+        *train_args(
+            tmp_path / "data",
+            out_dir,
+            "--recipe",
+            "gpu",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "90",
+            "--no-compile",
+            "--no-mixed-precision",
+            "wrn_16_4",
+        ),
+    )
+    assert code == 0, err
+    cfg = json.loads((out_dir / "config.json").read_text())
+    recipe = read_recipe("gpu")
+    assert recipe["model"] == "wrn_16_8" and recipe["mixed_precision"] and recipe["compile"]
+    assert cfg["model"] == "wrn_16_4" and cfg["recipe"] == "gpu"
+    assert (cfg["optimizer"], cfg["augment"], cfg["tta_shift"]) == (recipe["optimizer"], recipe["augment"], 1)
+    assert len(files.read_csv(out_dir / "history.csv")) == 1
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    assert metrics["n_test"] == 10 and 0 <= metrics["test_accuracy"] <= 1
 
 
 def test_target_accuracy_stops_early_and_reports_the_time(data_dir, tmp_path, capsys):

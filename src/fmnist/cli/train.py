@@ -35,7 +35,7 @@ def cmd_train(args) -> int:
         if dist.restarts and RunFolder(out).has_checkpoint(best=False):  # torchrun restarted us: go on
             return print_run(cfg.model, out, resume_run(out, {"device": device, "quiet": cfg.quiet}, dist), dist)
         overwrite = args.overwrite or dist.restarts > 0  # a restart before the first checkpoint starts afresh
-        return print_run(cfg.model, out, train_run(cfg, out, overwrite=overwrite, dist=dist), dist)
+        return print_run(cfg.model, out, train_run(cfg, out, overwrite=overwrite, dist=dist, phases=True), dist)
     finally:
         distributed.shutdown()
 
@@ -73,6 +73,19 @@ def print_run(model: str, out: Path, metrics: dict, dist: distributed.Dist | Non
         + (f", {metrics['compile_seconds']:.1f} s compiling" if metrics.get("compile_seconds") else "")
         + f"); run folder {out}"
     )
+    phases = metrics.get("phases")
+    if phases:
+        print(
+            f"{model}: {phases['command']:.1f} s from the command: {phases['before_training']:.1f} s before training "
+            f"(interpreter, imports, data), {phases['training']:.1f} s training, {phases['evaluation']:.1f} s "
+            f"evaluating and reporting, {phases['other']:.1f} s setting up and saving"
+        )
+    reached = {k: v for k, v in metrics.get("time_to_accuracy", {}).items() if v is not None}
+    if reached:
+        print(
+            f"{model}: validation accuracy first reached "
+            + ", ".join(f"{k} after {v:.1f} s" for k, v in reached.items())
+        )
     for flag in metrics["diagnostics"]:
         print(f"warning: {flag}", file=sys.stderr)
     return 0

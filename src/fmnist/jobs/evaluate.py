@@ -69,6 +69,7 @@ def timing(history: list[dict], cfg: TrainConfig, best_epoch: int) -> dict:
     best = next((h for h in history if h["epoch"] == best_epoch and "elapsed" in h), None)
     if best is not None:
         out["best_seconds"] = best["elapsed"]
+    out["time_to_accuracy"] = time_to_accuracy(history)
     if cfg.target_accuracy:
         hit = next((h for h in history if h["val_accuracy"] >= cfg.target_accuracy), None)
         out["target"] = {
@@ -77,6 +78,19 @@ def timing(history: list[dict], cfg: TrainConfig, best_epoch: int) -> dict:
             "epoch": int(hit["epoch"]) if hit else None,
             "seconds": hit.get("elapsed") if hit else None,
         }
+    return out
+
+
+TIME_TO = (0.90, 0.91, 0.92, 0.93, 0.94, 0.95, 0.96)  # the validation accuracies whose times a run records
+
+
+def time_to_accuracy(history: list[dict], levels: tuple[float, ...] = TIME_TO) -> dict[str, float | None]:
+    """Training seconds by the end of the first epoch whose validation accuracy reached each level
+    (None: never reached), by the level as a percentage ("91%"): the run's time-to-accuracy."""
+    out: dict[str, float | None] = {}
+    for level in levels:
+        hit = next((h for h in history if h["val_accuracy"] >= level and "elapsed" in h), None)
+        out[f"{level * 100:g}%"] = hit["elapsed"] if hit else None
     return out
 
 

@@ -8,6 +8,7 @@ test evaluation of the checkpoint chosen on validation.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -15,6 +16,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from fmnist.clock import process_seconds
 from fmnist.data import FashionMNIST, stratified_split
 from fmnist.device import resolve_device
 from fmnist.errors import UsageError
@@ -81,10 +83,12 @@ def fit_run(
         raise
 
 
-def fit_then_evaluate(run: Prepared, cfg: TrainConfig, resume: dict | None = None) -> dict:
+def fit_then_evaluate(run: Prepared, cfg: TrainConfig, resume: dict | None = None, phases: bool = False) -> dict:
     """Train, then evaluate best.pt and log the run where `cfg.track` says (the first process
     alone). A diverged run's last good checkpoint is still evaluated (so the report says what
-    happened), and the stop re-raised."""
+    happened), and the stop re-raised. With `phases` (a process that trains this one run), the
+    metrics record where the command's time went."""
+    before = process_seconds()  # interpreter, imports, data loading and checks, the model
     try:
         fit_run(run, cfg, resume)
     except Diverged:
@@ -94,17 +98,35 @@ def fit_then_evaluate(run: Prepared, cfg: TrainConfig, resume: dict | None = Non
         raise
     if not run.dist.is_main:
         return {}
+    start = time.perf_counter()
     metrics = evaluate_run(run.folder, run.data)
+    if phases and before is not None:
+        metrics["phases"] = {
+            "before_training": before,
+            "training": metrics["train_seconds"] + metrics["compile_seconds"],
+            "evaluation": time.perf_counter() - start,  # the test set, calibration, figures, report
+            "command": process_seconds(),
+        }
+        # the rest: the stem's whitening, the weight average's and compiler's set-up, checkpoints
+        metrics["phases"]["other"] = metrics["phases"]["command"] - sum(
+            metrics["phases"][k] for k in ("before_training", "training", "evaluation")
+        )
+        run.folder.write_metrics(metrics)
     track_run(run.folder, cfg)  # where --track says: MLflow, after the run's own files are complete
     return metrics
 
 
 def train_run(
-    cfg: TrainConfig, out: Path, overwrite: bool = False, data: FashionMNIST | None = None, dist: Dist | None = None
+    cfg: TrainConfig,
+    out: Path,
+    overwrite: bool = False,
+    data: FashionMNIST | None = None,
+    dist: Dist | None = None,
+    phases: bool = False,
 ) -> dict:
     """Train one model into the run folder `out`, then evaluate it; returns its metrics (in the
-    first process; the others return {})."""
-    return fit_then_evaluate(start_run(cfg, out, overwrite, data, dist), cfg)
+    first process; the others return {}). `phases`: see fit_then_evaluate."""
+    return fit_then_evaluate(start_run(cfg, out, overwrite, data, dist), cfg, phases=phases)
 
 
 def resumed_config(saved: TrainConfig, overrides: dict) -> TrainConfig:

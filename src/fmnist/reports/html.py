@@ -80,6 +80,11 @@ def _calibration_rows(cal: dict | None) -> list[list[str]]:
     ]
 
 
+def _time_to_rows(times: dict | None) -> list[list[str]]:
+    """The training seconds to each validation accuracy the run reached (curves.png draws them all)."""
+    return [[f"validation accuracy {level} after", f"{s:.1f} s"] for level, s in (times or {}).items() if s is not None]
+
+
 def _target_rows(target: dict | None) -> list[list[str]]:
     if not target:
         return []
@@ -102,7 +107,8 @@ def write_run_report(path: Path, figures: dict[str, Path], config: dict, metrics
             ["training seconds", f"{metrics.get('train_seconds', 0):.1f}"],
             *_calibration_rows(metrics.get("calibration")),
         ]
-        + _target_rows(metrics.get("target")),
+        + _target_rows(metrics.get("target"))
+        + _time_to_rows(metrics.get("time_to_accuracy")),
     )
     confused = html_table(
         ["true", "predicted", "count"], [[p["true"], p["predicted"], p["count"]] for p in metrics["most_confused"]]

@@ -26,10 +26,12 @@ def _save(fig: Figure, path: Path) -> None:
 
 
 def curves(history: list[dict], path: Path, title: str = "") -> None:
-    """Accuracy and loss per epoch, train vs validation."""
+    """Accuracy and loss per epoch, train vs validation, and the time-to-accuracy curve: validation
+    accuracy against the training seconds by the end of each epoch."""
     epochs = [h["epoch"] for h in history]
-    fig = Figure(figsize=(10, 3.8))
-    axes = fig.subplots(1, 2)
+    timed = [h for h in history if "elapsed" in h]
+    fig = Figure(figsize=(15 if timed else 10, 3.8))
+    axes = fig.subplots(1, 3 if timed else 2)
     for ax, key in zip(axes, ("accuracy", "loss")):
         ax.plot(epochs, [h[f"train_{key}"] for h in history], "o-", label="train")
         ax.plot(epochs, [h[f"val_{key}"] for h in history], "s-", label="validation")
@@ -37,6 +39,14 @@ def curves(history: list[dict], path: Path, title: str = "") -> None:
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
         ax.legend()
+    if timed:
+        ax = axes[2]
+        ax.plot([0] + [h["elapsed"] for h in timed], [0.1] + [h["val_accuracy"] for h in timed], "s-", color="C1")
+        ax.set_xlabel("training seconds")
+        ax.set_ylabel("validation accuracy")
+        ax.set_ylim(max(0.0, min(h["val_accuracy"] for h in timed) - 0.05), 1.0)
+        ax.set_title("time to accuracy")
+        ax.grid(alpha=0.3)
     fig.suptitle(title)
     _save(fig, path)
 
