@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.metrics import classification_report, confusion_matrix
 
 from fmnist.data import CLASSES
 from fmnist.models.forward import loss_accuracy
@@ -25,6 +24,8 @@ def most_confused(cm: np.ndarray, k: int = 5) -> list[dict]:
 
 def metrics_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> dict:
     """Everything `metrics.json` holds, computed from test logits and labels."""
+    from sklearn.metrics import classification_report, confusion_matrix  # here: every command paid its import
+
     loss, accuracy = loss_accuracy(logits, labels)
     y_true, y_pred = labels.numpy(), logits.argmax(1).numpy()
     top2 = (logits.topk(2, dim=1).indices == labels[:, None]).any(1).float().mean().item()
