@@ -32,7 +32,7 @@ class InferFastPath:
         ):
             return await self.app(scope, receive, send)
         scope["route"] = self.route
-        state = scope["app"].state if "app" in scope else self.app.state
+        state = scope["app"].state  # the FastAPI app's (Starlette puts itself in the scope)
         chunks = []
         while True:  # the body limit (outside) raises past its limit, which answers 413
             event = await receive()
