@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fmnist.errors import FmnistError, UsageError
 from fmnist.inference.predictor import BACKENDS, DEFAULT_BACKEND, check_backend
-from fmnist.serve.settings import Settings
+from fmnist.serve.settings import UVICORN, Settings
 
 
 def serve_sources(names: list[str]) -> list[Path]:
@@ -46,6 +46,36 @@ def cmd_serve(args) -> int:
         raise FmnistError(
             f"fmnist serve needs the serve extra ({e.name} is missing): pip install 'fmnist[serve]'"
         ) from None
+    settings = settings_from(args)
+    backend = check_backend(args.backend)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"warning: serving on {args.host}: the server has no authentication; anyone who reaches "
+            "this address can use it",
+            file=sys.stderr,
+        )
+    sources = serve_sources(args.sources)
+    loaded = load_models(sources, backend)  # loaded and warmed: a failure stops here
+    processes = f", {args.processes} processes" if args.processes > 1 else ""
+    print(
+        f"serving {', '.join(str(s) for s in sources)} on http://{args.host}:{args.port}/ "
+        f"(API docs at /docs{processes}; Ctrl-C stops)",
+        flush=True,
+    )
+    try:
+        if args.processes > 1:
+            serve_processes(loaded, settings, args.host, args.port)
+        else:
+            uvicorn.Server(
+                uvicorn.Config(create_app(loaded, settings), host=args.host, port=args.port, **UVICORN)
+            ).run()
+    except SystemExit as e:  # uvicorn exits when it cannot bind the address
+        raise FmnistError(f"cannot serve on {args.host}:{args.port} (in use, or not an address here)") from e
+    return 0
+
+
+def settings_from(args) -> Settings:
+    """The server's settings from its flags, or a UsageError saying which flag is out of range."""
     if not 1 <= args.port <= 65535:
         raise UsageError(f"--port must be 1-65535, got {args.port}")
     if (
@@ -58,44 +88,13 @@ def cmd_serve(args) -> int:
         raise UsageError(
             "--max-body-mb, --max-images, --max-batch and --processes must be positive, --max-delay-ms not negative"
         )
-    backend = check_backend(args.backend)
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(
-            f"warning: serving on {args.host}: the server has no authentication; anyone who reaches "
-            "this address can use it",
-            file=sys.stderr,
-        )
-    sources = serve_sources(args.sources)
-    settings = Settings(
+    return Settings(
         max_body_bytes=int(args.max_body_mb * 1024 * 1024),
         max_images=args.max_images,
         max_batch=args.max_batch,
         max_delay=args.max_delay_ms / 1000,
         processes=args.processes,
     )
-    loaded = load_models(sources, backend)  # loaded and warmed: a failure stops here
-    processes = f", {args.processes} processes" if args.processes > 1 else ""
-    print(
-        f"serving {', '.join(str(s) for s in sources)} on http://{args.host}:{args.port}/ "
-        f"(API docs at /docs{processes}; Ctrl-C stops)",
-        flush=True,
-    )
-    try:
-        if args.processes > 1:
-            serve_processes(loaded, settings, args.host, args.port)
-        else:
-            config = uvicorn.Config(
-                create_app(loaded, settings),
-                host=args.host,
-                port=args.port,
-                log_level="warning",
-                loop="uvloop",
-                http="httptools",
-            )
-            uvicorn.Server(config).run()
-    except SystemExit as e:  # uvicorn exits when it cannot bind the address
-        raise FmnistError(f"cannot serve on {args.host}:{args.port} (in use, or not an address here)") from e
-    return 0
 
 
 def add_parsers(sub) -> None:

@@ -71,7 +71,7 @@ def timing(history: list[dict], cfg: TrainConfig, best_epoch: int) -> dict:
         out["best_seconds"] = best["elapsed"]
     out["time_to_accuracy"] = time_to_accuracy(history)
     if cfg.target_accuracy:
-        hit = next((h for h in history if h["val_accuracy"] >= cfg.target_accuracy), None)
+        hit = first_reaching(history, cfg.target_accuracy)
         out["target"] = {
             "val_accuracy": cfg.target_accuracy,
             "reached": hit is not None,
@@ -87,11 +87,12 @@ TIME_TO = (0.90, 0.91, 0.92, 0.93, 0.94, 0.95, 0.96)  # the validation accuracie
 def time_to_accuracy(history: list[dict], levels: tuple[float, ...] = TIME_TO) -> dict[str, float | None]:
     """Training seconds by the end of the first epoch whose validation accuracy reached each level
     (None: never reached), by the level as a percentage ("91%"): the run's time-to-accuracy."""
-    out: dict[str, float | None] = {}
-    for level in levels:
-        hit = next((h for h in history if h["val_accuracy"] >= level and "elapsed" in h), None)
-        out[f"{level * 100:g}%"] = hit["elapsed"] if hit else None
-    return out
+    return {f"{level * 100:g}%": (first_reaching(history, level) or {}).get("elapsed") for level in levels}
+
+
+def first_reaching(history: list[dict], level: float) -> dict | None:
+    """The first epoch's row whose validation accuracy reached `level`, or None."""
+    return next((h for h in history if h["val_accuracy"] >= level), None)
 
 
 def evaluate_predictor(predictor: Predictor, data: FashionMNIST) -> dict:

@@ -101,16 +101,16 @@ def fit_then_evaluate(run: Prepared, cfg: TrainConfig, resume: dict | None = Non
     start = time.perf_counter()
     metrics = evaluate_run(run.folder, run.data)
     if phases and before is not None:
+        evaluation = time.perf_counter() - start  # the test set, calibration, figures, report
+        training, command = metrics["train_seconds"] + metrics["compile_seconds"], process_seconds()
         metrics["phases"] = {
             "before_training": before,
-            "training": metrics["train_seconds"] + metrics["compile_seconds"],
-            "evaluation": time.perf_counter() - start,  # the test set, calibration, figures, report
-            "command": process_seconds(),
+            "training": training,
+            "evaluation": evaluation,
+            "command": command,
+            # the rest: the stem's whitening, the weight average's and compiler's set-up, checkpoints
+            "other": command - before - training - evaluation,
         }
-        # the rest: the stem's whitening, the weight average's and compiler's set-up, checkpoints
-        metrics["phases"]["other"] = metrics["phases"]["command"] - sum(
-            metrics["phases"][k] for k in ("before_training", "training", "evaluation")
-        )
         run.folder.write_metrics(metrics)
     track_run(run.folder, cfg)  # where --track says: MLflow, after the run's own files are complete
     return metrics

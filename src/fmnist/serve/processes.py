@@ -22,7 +22,7 @@ from pathlib import Path
 from fmnist.device import cores
 from fmnist.files import read_json, write_json
 from fmnist.inference.predictor import Predictor, load_predictor, onnx_predictor
-from fmnist.serve.settings import Settings
+from fmnist.serve.settings import UVICORN, Settings
 
 SPEC_ENV = "FMNIST_SERVE_SPEC"  # the folder a worker builds its app from
 METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multiprocess mode
@@ -55,12 +55,12 @@ def read_spec(folder: Path) -> tuple[dict[str, Predictor], Settings]:
     loaded = {}
     for m in spec["models"]:
         if "onnx" in m:
-            p = onnx_predictor(
-                onnx.load_from_string((folder / m["onnx"]).read_bytes()), "", m["source"], m["info"], threads
-            )
+            proto = onnx.load_from_string((folder / m["onnx"]).read_bytes())
+            p = onnx_predictor(proto, m["name"], m["source"], m["info"], threads)
         else:
             p = load_predictor(m["source"], m["backend"])
-        p.name, p.temperature = m["name"], m["temperature"]
+            p.name = m["name"]
+        p.temperature = m["temperature"]
         loaded[m["name"]] = warmed(p)
     return loaded, settings
 
@@ -84,14 +84,7 @@ def serve_processes(loaded: dict[str, Predictor], settings: Settings, host: str,
         (folder / "metrics").mkdir()
         os.environ[SPEC_ENV], os.environ[METRICS_ENV] = str(folder), str(folder / "metrics")
         config = uvicorn.Config(
-            f"{__name__}:app",
-            factory=True,
-            host=host,
-            port=port,
-            workers=settings.processes,
-            log_level="warning",
-            loop="uvloop",
-            http="httptools",
+            f"{__name__}:app", factory=True, host=host, port=port, workers=settings.processes, **UVICORN
         )
         sock = config.bind_socket()
         try:

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 from fmnist.data.images import MAX_PIXELS
 
+# How uvicorn runs the app, in one process or several: its faster event loop and HTTP parser.
+UVICORN = {"log_level": "warning", "loop": "uvloop", "http": "httptools"}
+
 
 @dataclass
 class Settings:
