@@ -5,15 +5,30 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from torch import nn
 
 from fmnist.data import dataset as data
 from fmnist.data.idx import encode_idx
 from fmnist.models import registry
+
+
+def pytest_configure(config) -> None:
+    """Under pytest-xdist, each worker (and every process it starts) keeps to its own share of the
+    cores: two workers whose PyTorch and ONNX Runtime each spread over every core wait on each other's
+    threads, and the tests that train in several processes ran two to three times slower so."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    cores = sorted(os.sched_getaffinity(0))
+    if worker is None or count < 2 or len(cores) < count:
+        return
+    share = set(cores[int(worker.removeprefix("gw")) :: count])
+    os.sched_setaffinity(0, share)
+    torch.set_num_threads(len(share))  # PyTorch counted the cores when conftest imported it
 
 
 def make_split(per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
