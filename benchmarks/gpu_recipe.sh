@@ -7,7 +7,7 @@
 # `choose` trains each candidate below and keeps its config.json and history.csv (validation after
 # every epoch, with the training seconds) and no test figure: the run folders, whose metrics.json
 # holds one, are deleted unread. It writes OUT/choose.md: each candidate's best validation accuracy
-# and its training seconds to 94, 95 and 96 % on validation. The candidate chosen there goes into
+# and its training seconds to 94, 95 and 96 % on validation (benchmarks/choice_table.py). The candidate chosen there goes into
 # src/fmnist/training/recipes/gpu.toml; `confirm` then measures that recipe, once, on seeds that
 # took part in no choice. Data: $FMNIST_DATA_DIR or the usual lookup. $DEVICE (default cuda) and
 # $FLAGS (added to every training command; the last of a repeated flag wins) check the script at
@@ -28,6 +28,7 @@ source "$(dirname "$0")/steps.sh"
 $py -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU")' | tee "$out/device.txt"
 case $what in
 choose)
+    hide=test  # the runs print their test figures: kept out of the logs and the terminal
     # name, seconds allowed, then the flags over the shipped recipe
     step as-shipped 300 $fm train --recipe gpu --device $dev --seed 100 --quiet --out "$runs/as-shipped" $flags
     step longer 300 $fm train --recipe gpu --device $dev --seed 100 --quiet --epochs 120 --out "$runs/longer" $flags
@@ -36,22 +37,7 @@ choose)
         cp "$r/config.json" "$out/$(basename "$r")-config.json" 2>/dev/null
         cp "$r/history.csv" "$out/$(basename "$r")-history.csv" 2>/dev/null
     done
-    $py - "$out" <<'PY' | tee "$out/choose.md"
-import csv, sys
-from pathlib import Path
-out = Path(sys.argv[1])
-print("| candidate | epochs run | best validation | s to 94 % | s to 95 % | s to 96 % |")
-print("|---|---|---|---|---|---|")
-for path in sorted(out.glob("*-history.csv")):
-    rows = list(csv.DictReader(path.open()))
-    if not rows:
-        continue
-    def first(level):
-        hit = next((r for r in rows if float(r["val_accuracy"]) >= level), None)
-        return f"{float(hit['elapsed']):.0f}" if hit else "not reached"
-    best = max(float(r["val_accuracy"]) for r in rows)
-    print(f"| {path.name[:-12]} | {len(rows)} | {best:.4f} | {first(0.94)} | {first(0.95)} | {first(0.96)} |")
-PY
+    $py "$(dirname "$0")/choice_table.py" "$out" 0.94 0.95 0.96 | tee "$out/choose.md"
     ;;
 confirm)
     for seed in 201 202 203; do
