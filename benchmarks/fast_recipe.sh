@@ -32,6 +32,10 @@ choose)
         "tta|--tta"
         "flip-tta|--augment flip --tta"
         "batch-512|--batch-size 512 --lr 0.03"
+        "2-epochs|--epochs 2"
+        "2-epochs-lr-0.03|--epochs 2 --lr 0.03"
+        "no-smoothing|--label-smoothing 0"
+        "sgd|--optimizer sgd --lr 0.2 --weight-decay 0.0005"
     )
     for seed in 100 101 102; do
         for c in "${candidates[@]}"; do
