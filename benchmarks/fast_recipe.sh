@@ -43,10 +43,7 @@ choose)
             step "$name-seed$seed" 300 $fm train --recipe fast --seed $seed --quiet --out "$runs/$name-seed$seed" ${c#*|} $flags
         done
     done
-    for r in "$runs"/*; do
-        cp "$r/config.json" "$out/$(basename "$r")-config.json" 2>/dev/null
-        cp "$r/history.csv" "$out/$(basename "$r")-history.csv" 2>/dev/null
-    done
+    keep_histories "$runs"
     $py "$(dirname "$0")/choice_table.py" "$out" 0.90 0.91 | tee "$out/choose.md"
     ;;
 confirm)

@@ -33,10 +33,7 @@ choose)
     step as-shipped 300 $fm train --recipe gpu --device $dev --seed 100 --quiet --out "$runs/as-shipped" $flags
     step longer 300 $fm train --recipe gpu --device $dev --seed 100 --quiet --epochs 120 --out "$runs/longer" $flags
     step wrn-28-10 300 $fm train wrn_28_10 --recipe gpu --device $dev --seed 100 --quiet --epochs 40 --out "$runs/wrn-28-10" $flags
-    for r in "$runs"/*; do
-        cp "$r/config.json" "$out/$(basename "$r")-config.json" 2>/dev/null
-        cp "$r/history.csv" "$out/$(basename "$r")-history.csv" 2>/dev/null
-    done
+    keep_histories "$runs"
     $py "$(dirname "$0")/choice_table.py" "$out" 0.94 0.95 0.96 | tee "$out/choose.md"
     ;;
 confirm)

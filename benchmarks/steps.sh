@@ -16,3 +16,14 @@ step() {
     printf '%-14s rc %-3s %7.1f s\n' "$name" "$rc" "$(awk "BEGIN {print $EPOCHREALTIME - $start}")" | tee -a "$out/steps.txt"
     tail -n 4 "$out/$name.log"
 }
+
+# `keep_histories RUNS`: each run folder's config.json and history.csv (validation only) copied to
+# $out as NAME-config.json and NAME-history.csv; nothing else of the folder, whose metrics.json
+# holds the test figures a choice must not see, is read.
+keep_histories() {
+    local r
+    for r in "$1"/*; do
+        cp "$r/config.json" "$out/$(basename "$r")-config.json" 2>/dev/null
+        cp "$r/history.csv" "$out/$(basename "$r")-history.csv" 2>/dev/null
+    done
+}
