@@ -62,7 +62,9 @@ def create_app(models: dict[str, Predictor] | list, settings: Settings | None = 
     app.include_router(oip.router)
     app.include_router(runs.router)
     app.add_api_route("/metrics", prometheus, include_in_schema=False)
-    app.add_middleware(InferFastPath, route=oip.infer_route())  # innermost of the three: inside the limit
+    app.add_middleware(
+        InferFastPath, route=oip.infer_route(), router=oip.router
+    )  # innermost of the three: inside the limit
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: counts the 413s too
     return app
