@@ -79,3 +79,68 @@ def test_the_runs_route_lists_the_server_s_runs_and_serves_only_those(runs):
         assert client.post("/runs/serve", json={"run": str(runs / "simple_cnn")}).json() == {"name": "simple_cnn"}
         assert [m["name"] for m in client.get("/models").json()["models"]] == ["shallow", "simple_cnn"]
         assert client.post("/runs/serve", json={"run": str(runs / "simple_cnn")}).json() == {"name": "simple_cnn"}
+
+
+def family(trained, root, **changes) -> dict:
+    """Copies of one trained run under `root`, each with config (and metrics) values changed."""
+    made = {}
+    for name, (config, metrics) in changes.items():
+        copy = root / name
+        shutil.copytree(trained, copy)
+        cfg = json.loads((copy / "config.json").read_text())
+        (copy / "config.json").write_text(json.dumps({**cfg, **config}))
+        m = json.loads((copy / "metrics.json").read_text())
+        (copy / "metrics.json").write_text(json.dumps({**m, **metrics}))
+        made[name] = str(copy)
+    return made
+
+
+def test_runs_filters_and_sorts_by_value_and_shows_values_by_their_magnitude(synth_dir, tmp_path, capsys):
+    trained = tmp_path / "trained"
+    assert cli(capsys, *train_args(synth_dir, trained, "shallow", "--epochs", "1"))[0] == 0
+    root = tmp_path / "all"
+    runs = family(
+        trained,
+        root,
+        slow=({"lr": 1e-5, "tta": True, "exclude": [1, 2, 3, 4]}, {"test_loss": 0.9, "train_seconds": 300.0}),
+        fast=({"lr": 3e-5, "exclude": [5, 6, 7, 8]}, {"test_loss": 0.2, "train_seconds": 20.0}),
+        middle=({"lr": 3e-5, "exclude": [1, 2, 3, 4]}, {"test_loss": 0.5, "train_seconds": 95.5}),
+    )
+
+    def listed(*argv) -> list[str]:
+        code, out, err = cli(capsys, "runs", root, *argv, "--json")
+        assert code == 0, err
+        return [r["run"] for r in json.loads(out)]
+
+    assert listed("--filter", "tta=true") == [runs["slow"]]
+    assert listed("--filter", "tta=false", "--filter", "lr=3e-5", "--sort", "run") == [runs["fast"], runs["middle"]]
+    assert listed("--filter", "lr<2e-5") == [runs["slow"]]
+    assert listed("--filter", "train_seconds>=95.5", "--sort", "run") == [runs["middle"], runs["slow"]]
+    assert listed("--sort", "test_loss") == [runs["fast"], runs["middle"], runs["slow"]]  # lowest first
+    assert listed("--sort", "train_seconds") == [runs["fast"], runs["middle"], runs["slow"]]  # fewest first
+
+    code, out, _ = cli(capsys, "runs", root, "--sort", "run")
+    header, *lines = out.splitlines()
+    assert header.split()[:6] == ["run", "model", "recipe", "lr", "tta", "exclude"]  # same length, other images
+    assert [line.split()[2] for line in lines] == ["3e-05", "3e-05", "1e-05"]  # recipe: an empty cell
+    assert "95.5" in lines[1] and "300" in lines[2]
+
+    code, out, _ = cli(capsys, "runs", "compare", runs["fast"], runs["middle"], "--json")
+    assert {x["field"] for x in json.loads(out) if x["differs"]} >= {"exclude", "test_loss", "train_seconds"}
+    assert "lr" not in {x["field"] for x in json.loads(out) if x["differs"]}
+
+
+def test_runs_says_in_one_line_when_nothing_is_found(synth_dir, tmp_path, capsys, monkeypatch):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, out, err = cli(capsys, "runs", empty)
+    assert code == 0 and out.strip() == f"no runs under {empty}" and not err
+    trained = tmp_path / "compare" / "one"  # a folder named compare is listed, not taken for the verb
+    assert cli(capsys, *train_args(synth_dir, trained, "shallow", "--epochs", "1"))[0] == 0
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(capsys, "runs", "compare", "--filter", "model=deep_cnn")
+    assert code == 0 and out.strip() == "no run matches model=deep_cnn under compare" and not err
+    code, out, _ = cli(capsys, "runs", "compare", "--json")
+    assert code == 0 and [r["model"] for r in json.loads(out)] == ["shallow"]
+    code, _, err = cli(capsys, "runs", "compare", "--filter", "modle=shallow")
+    assert code == 2 and "did you mean 'model'?" in err and len(err.strip().splitlines()) == 1

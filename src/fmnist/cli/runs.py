@@ -10,16 +10,10 @@ from fmnist.errors import UsageError
 DEFAULT_ROOTS = ("runs", "sweeps", "audits")
 
 
-def _cell(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4f}" if value <= 1 else f"{value:.1f}"
-    return str(value)
-
-
 def print_table(header: list[str], rows: list[list]) -> None:
-    cells = [[_cell(c) for c in row] for row in rows]
+    from fmnist.run.query import cell
+
+    cells = [[cell(c) for c in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
     print("  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip())
     for row in cells:
@@ -27,12 +21,13 @@ def print_table(header: list[str], rows: list[list]) -> None:
 
 
 def cmd_runs(args) -> int:
-    from fmnist.jobs import runs as listing
+    from fmnist.run import query as listing
     from fmnist.run.folder import RunFolder
 
-    if args.dirs[:1] == ["compare"]:
+    # `compare A B` compares; a folder named compare is listed as itself (or as ./compare)
+    if args.dirs[:1] == ["compare"] and (len(args.dirs) == 3 or not Path("compare").is_dir()):
         if len(args.dirs) != 3:
-            raise UsageError("fmnist runs compare: give two run folders, A and B")
+            raise UsageError("fmnist runs compare: give two run folders, A and B (a folder named compare: ./compare)")
         lines = listing.compare(RunFolder(args.dirs[1]), RunFolder(args.dirs[2]))
         if args.json:
             print(json.dumps([{"field": k, "a": a, "b": b, "differs": d} for k, a, b, d in lines], indent=1))
@@ -43,9 +38,14 @@ def cmd_runs(args) -> int:
     missing = [str(r) for r in roots if not r.is_dir()]
     if missing:
         raise UsageError(f"not a folder: {missing[0]}")
-    rows = listing.select([listing.describe(r) for r in listing.find_runs(roots)], args.filter, args.sort)
+    found = [listing.describe(r) for r in listing.find_runs(roots)]
+    rows = listing.select(found, args.filter, args.sort)
     if args.json:
-        print(json.dumps(rows, indent=1))
+        print(json.dumps([listing.shown(r) for r in rows], indent=1))
+        return 0
+    if not rows:
+        where = ", ".join(str(r) for r in roots) or "this folder (no runs/, sweeps/ or audits/)"
+        print(f"no run matches {' and '.join(args.filter)} under {where}" if found else f"no runs under {where}")
         return 0
     varied = listing.differing(rows)
     header = ["run", "model", "recipe", *varied, "val acc", "test acc", "train s", "status"]
@@ -68,9 +68,19 @@ def add_parsers(sub) -> None:
         metavar="DIR",
         help=f"folders to search (default: {', '.join(DEFAULT_ROOTS)} where they exist); or: compare A B",
     )
-    p.add_argument("--sort", default="val_accuracy", help="a column: val_accuracy (default), test_accuracy, ...")
     p.add_argument(
-        "--filter", action="append", default=[], metavar="KEY=VALUE", help="keep rows where a column or setting matches"
+        "--sort",
+        default="val_accuracy",
+        help="a column or setting, best first: val_accuracy (default) and test_accuracy highest, "
+        "test_loss and train_seconds lowest; others ascending",
+    )
+    p.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keep rows where a column or setting matches, by value: model=deep_cnn, tta=true, lr=0.001, "
+        "val_accuracy>=0.9 (also !=, <=, <, >); repeat to combine",
     )
     p.add_argument("--json", action="store_true", help="print the rows (with each run's whole config) as JSON")
     p.set_defaults(func=cmd_runs)

@@ -20,7 +20,14 @@ FIGURES = ("status", "best_epoch", "val_accuracy", "test_accuracy", "test_loss",
 # Sorted best first: the highest accuracy, the lowest loss, the fewest seconds and epochs.
 HIGHER_IS_BETTER = {"val_accuracy": True, "test_accuracy": True, "test_loss": False, "train_seconds": False}
 SORTABLE = (*COLUMNS, "test_loss", "best_epoch")
-OPERATORS = {"!=": operator.ne, ">=": operator.ge, "<=": operator.le, "=": operator.eq, ">": operator.gt, "<": operator.lt}
+OPERATORS = {
+    "!=": operator.ne,
+    ">=": operator.ge,
+    "<=": operator.le,
+    "=": operator.eq,
+    ">": operator.gt,
+    "<": operator.lt,
+}
 FILTER = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*(!=|>=|<=|=|>|<)(.*)$")
 
 

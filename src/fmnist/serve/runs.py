@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from fmnist.inference.predictor import load_predictor
-from fmnist.jobs.runs import describe, find_runs, select
+from fmnist.run.query import describe, find_runs, select, shown
 from fmnist.serve.models import warmed
 from fmnist.serve.schemas import ERRORS
 
@@ -35,7 +35,7 @@ def table(found: dict, served: dict[str, str]) -> list[dict]:
         row["servable"] = run.has_checkpoint()
         row["served_as"] = served.get(str(run.path))
         rows.append(row)
-    return select(rows, [], "val_accuracy")
+    return [shown(r) for r in select(rows, [], "val_accuracy")]
 
 
 @router.get("", summary="the runs under the server's run folders, with their validation curves")
