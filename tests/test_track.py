@@ -4,6 +4,7 @@ read back with MLflow's own client; an unreachable store costs a warning, not th
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from conftest import cli, train_args
@@ -54,8 +55,8 @@ def test_tensorboard_event_files_hold_each_epoch_and_the_figures(synth_dir, tmp_
     monkeypatch.chdir(tmp_path)
     args = train_args(synth_dir, "runs/tb", "shallow", "--epochs", "3", "--track", "tensorboard")
     assert cli(capsys, *args)[0] == 0
-    (events,) = (tmp_path / "tensorboard").iterdir()  # one subfolder per run, named by its path
-    assert events.name == "runs-tb"
+    events = tmp_path / "tensorboard" / "runs" / "tb"  # one subfolder per run, by its path
+    assert [p.name for p in (tmp_path / "tensorboard").iterdir()] == ["runs"] and any(events.iterdir())
     read = EventAccumulator(str(events), size_guidance={"images": 0})
     read.Reload()
     assert [e.step for e in read.Scalars("val_accuracy")] == [1, 2, 3]
@@ -83,3 +84,89 @@ def test_a_sweep_s_trials_are_nested_runs_of_the_sweep_s_run(synth_dir, tmp_path
         len(runs) == 3 and len(trials) == 2 and parent.data.tags["fmnist.sweep_dir"] == str(tmp_path / "sweeps" / "s")
     )
     assert all(len(client.get_metric_history(t.info.run_id, "val_accuracy")) == 2 for t in trials)  # 2 epochs each
+
+
+def test_a_backend_that_cannot_be_used_is_refused_before_training(synth_dir, tmp_path, capsys, monkeypatch):
+    (tmp_path / "a-file").write_text("not a folder")
+    for track in (f"tensorboard:{tmp_path / 'a-file' / 'events'}", f"mlflow:sqlite:///{tmp_path / 'a-file' / 's.db'}"):
+        code, _, err = cli(capsys, *train_args(synth_dir, tmp_path / "run", "shallow", "--track", track))
+        assert code == 2 and f"cannot write in {tmp_path / 'a-file'}" in err
+        assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+    monkeypatch.chdir(tmp_path)
+    import fmnist.run.tracking as tracking
+
+    real = tracking.importlib.util.find_spec
+    monkeypatch.setattr(tracking.importlib.util, "find_spec", lambda n: None if n == "tensorboard" else real(n))
+    for argv in (
+        train_args(synth_dir, tmp_path / "run", "shallow", "--track", "tensorboard"),
+        ["study", "--models", "shallow", "--out", tmp_path / "s", "--track", "tensorboard", "--data-dir", synth_dir],
+    ):
+        code, _, err = cli(capsys, *argv)
+        assert code == 2 and "--track tensorboard needs the tensorboard package: pip install 'fmnist[track]'" in err
+        assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists() and not (tmp_path / "s").exists()
+
+
+def test_a_tracking_failure_after_training_is_one_warning_and_the_study_goes_on(
+    synth_dir, tmp_path, capsys, monkeypatch
+):
+    import fmnist.run.tracking as tracking
+
+    def broken(folder, root):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tracking, "write_events", broken)
+    monkeypatch.chdir(tmp_path)
+    argv = ["study", "--models", "shallow", "simple_cnn", "--epochs", "1", "--out", tmp_path / "s"]
+    code, out, err = cli(capsys, *argv, "--track", "tensorboard", "--data-dir", synth_dir, "--no-verify")
+    warnings = [line for line in err.splitlines() if line.startswith("warning: could not log")]
+    assert code == 0, err
+    assert len(warnings) == 2 and "TensorBoard in tensorboard" in warnings[0] and "No space left" in warnings[0]
+    assert all((tmp_path / "s" / name / "metrics.json").is_file() for name in ("shallow", "simple_cnn"))
+
+
+def test_event_folders_of_runs_named_alike_stay_apart(tmp_path, monkeypatch):
+    from fmnist.run.tracking import events_name
+
+    monkeypatch.chdir(tmp_path)
+    assert events_name(Path("runs/a-b")) != events_name(Path("runs/a/b"))
+    assert events_name(Path("runs/a/b")) == Path("runs/a/b")
+    assert events_name(Path("/elsewhere/x")) == Path("elsewhere/x")
+
+
+def test_racing_sweep_workers_share_one_parent_run_even_with_quotes_in_the_path(tmp_path):
+    from mlflow import MlflowClient
+
+    from fmnist.run.tracking import _experiment, _sweep_run
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'store.db'}")
+    sweep_dir = tmp_path / "sweeps" / 'it\'s "odd"'
+    first = _sweep_run(client, "odd", sweep_dir)
+    assert _sweep_run(client, "odd", sweep_dir) == first  # found again by its key, quotes and all
+
+    class Late:  # a worker whose first search ran before the other worker's parent was made
+        def __init__(self):
+            self.searches = 0
+
+        def __getattr__(self, name):
+            return getattr(client, name)
+
+        def search_runs(self, *args, **kw):
+            self.searches += 1
+            return [] if self.searches == 1 else client.search_runs(*args, **kw)
+
+    assert _sweep_run(Late(), "odd", sweep_dir) == first
+    alive = client.search_runs([_experiment(client)], filter_string="tags.`fmnist.sweep_dir` != ''")
+    assert [r.info.run_id for r in alive] == [first]
+
+
+def test_the_recorded_store_is_found_from_any_folder(synth_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = train_args(synth_dir, tmp_path / "run", "shallow", "--epochs", "1", "--track", "mlflow")
+    assert cli(capsys, *args)[0] == 0
+    uri = json.loads((tmp_path / "run" / "tracking.json").read_text())["mlflow"]["uri"]
+    assert uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert cli(capsys, "export", tmp_path / "run", "--data-dir", synth_dir, "--no-verify")[0] == 0
+    assert not (elsewhere / "mlflow.db").exists()

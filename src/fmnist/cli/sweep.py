@@ -8,6 +8,7 @@ from pathlib import Path
 from fmnist.cli.flags import Parser, add_data_flags
 from fmnist.device import resolve_device
 from fmnist.errors import FmnistError, UsageError
+from fmnist.run.tracking import check_tracking
 
 SAMPLERS, PRUNERS = ("tpe", "random", "grid"), ("median", "hyperband", "none")  # as in sweep/study.py
 
@@ -48,6 +49,7 @@ def cmd_sweep_run(args) -> int:
     }
     space.config({}, **where)  # the fixed values and where it runs, checked once more as a whole
     resolve_device(args.device or "auto")
+    check_tracking(args.track or "")
     study = study_mod.open_sweep(args.name, folder, args.storage, space, args.sampler, args.pruner, args.seed)
     sweep = worker.Sweep(
         study,

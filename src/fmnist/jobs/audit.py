@@ -29,6 +29,7 @@ from fmnist.reports.audit import write_audit_report
 from fmnist.run import audit as names
 from fmnist.run.audit import AuditFolder
 from fmnist.run.folder import RunFolder, load_data
+from fmnist.run.tracking import check_tracking
 from fmnist.training.config import TrainConfig
 from fmnist.training.setup import check_trainable
 
@@ -64,6 +65,7 @@ def run_audit(
     audit = AuditFolder(out)
     audit.check_new(overwrite)
     resolve_device(cfg.device)
+    check_tracking(cfg.track)
     data = load_data(cfg)
     parts = check_audit(cfg, data, folds, similarity)
     audit.prepare(overwrite)

@@ -19,6 +19,7 @@ from fmnist.reports.html import write_study_report
 from fmnist.run.audit import AuditFolder, audit_for
 from fmnist.run.folder import RunFolder, load_data
 from fmnist.run.study import StudyFolder
+from fmnist.run.tracking import check_tracking
 from fmnist.stops import Diverged
 from fmnist.training.config import TrainConfig
 from fmnist.training.setup import trainable_problems
@@ -55,6 +56,7 @@ def run_study(models: list[str], base: TrainConfig, out: Path, overwrite: bool =
     for name in models:
         create_model(name)  # reject unknown names before hours of training
     resolve_device(base.device)
+    check_tracking(base.track)
     study = StudyFolder(out)
     study.check_new(overwrite)
     data = load_data(base)

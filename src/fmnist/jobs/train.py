@@ -22,7 +22,7 @@ from fmnist.device import resolve_device
 from fmnist.errors import UsageError
 from fmnist.jobs.evaluate import evaluate_run
 from fmnist.run.folder import RunFolder, load_data
-from fmnist.run.tracking import track_run
+from fmnist.run.tracking import check_tracking, track_run
 from fmnist.stops import Diverged
 from fmnist.training.config import TrainConfig
 from fmnist.training.distributed import Dist
@@ -58,6 +58,7 @@ def start_run(
     dist = dist or Dist()
     folder = RunFolder(out)
     device = resolve_device(cfg.device)
+    check_tracking(cfg.track)
     model = build_model(cfg, device, dist)
     folder.check_new(overwrite)
     data = data or load_data(cfg)
@@ -162,6 +163,7 @@ def resume_run(run_dir: Path, overrides: dict | None = None, dist: Dist | None =
         )
     dist = dist or Dist()
     device = resolve_device(cfg.device)
+    check_tracking(cfg.track)
     data = folder.data(cfg)
     train, val = split(data, cfg, device)
     model = build_model(cfg, device, dist)  # its weights come from the checkpoint

@@ -2,7 +2,8 @@
 (history.csv), the test figures (metrics.json), its figures, report and files as artefacts, and
 later its ONNX export; or into TensorBoard event files (each curve per epoch, the test figures, the
 figures as images). The run folder stays the record; the store is a view of many runs at once.
-A store that cannot be reached costs one warning line, never the run.
+Whether the backend can be used at all (installed, its folder writable) is checked before any
+training (check_tracking); anything that fails after training costs one warning line, never the run.
 
 `tracking.json` in the run folder says where an MLflow run went, so a later export joins it.
 """
@@ -10,12 +11,15 @@ A store that cannot be reached costs one warning line, never the run.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import importlib.util
 import logging
 import os
 import sys
 import time
 from pathlib import Path
 
+from fmnist.errors import UsageError
 from fmnist.run.folder import CONFIG, FIGURES, HISTORY, METRICS, REPORT, TRACKED, RunFolder
 from fmnist.training.config import TrainConfig, shown_value
 
@@ -35,9 +39,41 @@ def _client(uri: str):
     return MlflowClient(uri)
 
 
-def _warn(uri: str, e: Exception) -> None:
+def _warn(where: str, e: Exception) -> None:
     reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    print(f"warning: could not log to MLflow at {uri} (the run itself is complete): {reason[:200]}", file=sys.stderr)
+    print(f"warning: could not log to {where} (the run itself is complete): {reason[:200]}", file=sys.stderr)
+
+
+def check_tracking(track: str) -> None:
+    """Refuse, before any training, a --track whose backend is not installed or whose folder
+    cannot be written; a store that cannot be reached is found out (and warned of) only later."""
+    kind, _, where = track.partition(":")
+    if kind not in ("mlflow", "tensorboard"):
+        return
+    needs = {"mlflow": "mlflow", "tensorboard": "tensorboard"}[kind]
+    if importlib.util.find_spec(needs) is None:
+        raise UsageError(f"--track {kind} needs the {needs} package: pip install 'fmnist[track]'")
+    folder = Path(where or DEFAULT_EVENTS) if kind == "tensorboard" else sqlite_folder(where or DEFAULT_URI)
+    if folder is None:
+        return
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--track {track}: cannot write in {existing}")
+
+
+def sqlite_folder(uri: str) -> Path | None:
+    """The folder of an MLflow sqlite store (None for a server or another store)."""
+    return Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else None
+
+
+def absolute_uri(uri: str) -> str:
+    """An MLflow store URI that means the same from any working folder (sqlite:///mlflow.db is
+    relative to the folder the run was trained in; an export elsewhere must find the same store)."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
+    if "://" not in uri and ":" not in uri[1:2]:  # a plain folder: MLflow's file store
+        return str(Path(uri).resolve())
+    return uri
 
 
 def track_run(folder: RunFolder, cfg: TrainConfig, diverged: bool = False) -> None:
@@ -54,17 +90,20 @@ def track_trial(folder: RunFolder, cfg: TrainConfig, sweep: str, sweep_dir: Path
 def _track(folder: RunFolder, cfg: TrainConfig, diverged: bool, sweep: tuple[str, Path] | None = None) -> None:
     kind, _, where = cfg.track.partition(":")
     if kind == "tensorboard":
-        write_events(folder, Path(where or DEFAULT_EVENTS))
+        try:
+            write_events(folder, Path(where or DEFAULT_EVENTS))
+        except Exception as e:  # a full disk, a folder made unwritable meanwhile: not the run's failure
+            _warn(f"TensorBoard in {where or DEFAULT_EVENTS}", e)
         return
     if kind != "mlflow":
         return
-    uri = where or DEFAULT_URI
+    uri = absolute_uri(where or DEFAULT_URI)
     try:
         client = _client(uri)
         tags = {"mlflow.parentRunId": _sweep_run(client, *sweep), "fmnist.sweep": str(sweep[1])} if sweep else {}
         run_id = _log_run(client, folder, cfg, diverged, tags)
     except Exception as e:  # any failure of the store: a warning, not the run's failure
-        _warn(uri, e)
+        _warn(f"MLflow at {uri}", e)
         return
     folder.write_json(
         TRACKED, {"mlflow": {"uri": uri, "run_id": run_id, "parent_run_id": tags.get("mlflow.parentRunId")}}
@@ -117,7 +156,7 @@ def track_export(folder: RunFolder, exported: Path) -> None:
         for path in (exported, exported.with_name(exported.name + ".json")):
             client.log_artifact(mlflow_run["run_id"], str(path))
     except Exception as e:
-        _warn(mlflow_run["uri"], e)
+        _warn(f"MLflow at {mlflow_run['uri']}", e)
 
 
 def write_events(folder: RunFolder, root: Path) -> Path:
@@ -127,7 +166,7 @@ def write_events(folder: RunFolder, root: Path) -> Path:
     from PIL import Image
     from torch.utils.tensorboard import SummaryWriter
 
-    where = root / "-".join(p for p in folder.path.parts if p not in ("/", ".."))
+    where = root / events_name(folder.path)
     writer = SummaryWriter(log_dir=str(where))
     try:
         for row in folder.history_so_far():
@@ -147,13 +186,34 @@ def write_events(folder: RunFolder, root: Path) -> Path:
     return where
 
 
+def events_name(path: Path) -> Path:
+    """The run's event subfolder: its path (below the working folder where it lies there), folder
+    by folder, so runs/a-b and runs/a/b stay apart."""
+    resolved = path.resolve()
+    try:
+        return resolved.relative_to(Path.cwd().resolve())
+    except ValueError:
+        return Path(*resolved.parts[1:])
+
+
 def _sweep_run(client, sweep: str, sweep_dir: Path) -> str:
-    """The MLflow run standing for the whole sweep (its trials are nested under it)."""
+    """The MLflow run standing for the whole sweep (its trials are nested under it). Found by a
+    digest of the sweep's folder (a path may hold quotes that a filter cannot); workers that
+    race to make it each make one, and all but the oldest delete theirs again."""
     experiment = _experiment(client)
-    query = f"tags.`fmnist.sweep_dir` = '{sweep_dir}'"
-    found = client.search_runs([experiment], filter_string=query, max_results=1, order_by=["attributes.start_time"])
-    if found:
-        return found[0].info.run_id
-    return client.create_run(
-        experiment, run_name=f"sweep {sweep}", tags={"fmnist.sweep_dir": str(sweep_dir)}
-    ).info.run_id
+    key = hashlib.sha256(str(sweep_dir.resolve()).encode()).hexdigest()[:32]
+    query = f"tags.`fmnist.sweep_key` = '{key}'"
+
+    def oldest():
+        found = client.search_runs([experiment], filter_string=query, max_results=100)
+        return min(found, key=lambda r: (r.info.start_time, r.info.run_id), default=None)
+
+    if (first := oldest()) is not None:
+        return first.info.run_id
+    tags = {"fmnist.sweep_dir": str(sweep_dir), "fmnist.sweep_key": key}
+    mine = client.create_run(experiment, run_name=f"sweep {sweep}", tags=tags).info.run_id
+    first = oldest()
+    if first is not None and first.info.run_id != mine:
+        client.delete_run(mine)
+        return first.info.run_id
+    return mine
