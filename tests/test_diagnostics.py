@@ -42,3 +42,20 @@ def test_identical_results_are_flagged():
     assert check_identical({"simple_cnn": a, "deep_cnn": b}) == []
     flags = check_identical({"simple_cnn": a, "deep_cnn": dict(a)})
     assert len(flags) == 1 and "simple_cnn and deep_cnn" in flags[0]
+
+
+def test_a_diverging_run_is_not_called_over_fitting():
+    rows = history(0.6, 0.6, (0.5, 0.4, 0.9, 1.6))
+    for row, loss, acc in zip(rows, (0.5, 0.4, 0.9, 1.7), (0.8, 0.85, 0.6, 0.3)):
+        row["train_loss"], row["val_accuracy"] = loss, acc  # both losses rise: unstable training
+    flags = check_run("m", {"test_accuracy": 0.85, "test_loss": 0.4}, rows)
+    assert flags and not any("over-fitting:" in f or "): over-fitting" in f for f in flags)
+    assert any("unstable or diverging, not over-fitting" in f and "epoch 2" in f for f in flags)
+
+
+def test_the_gap_is_quoted_at_the_tested_epoch_as_the_study_table_shows_it():
+    rows = history(0.95, 0.9, (0.5, 0.4, 0.38))
+    rows[1]["train_accuracy"], rows[1]["val_accuracy"] = 0.99, 0.93  # best epoch 2; the last closes the gap
+    rows[2]["train_accuracy"] = 0.905
+    (flag,) = check_run("m", {"test_accuracy": 0.9, "test_loss": 0.3}, rows)
+    assert "train accuracy 99.0%" in flag and "validation 93.0%" in flag and "epoch 2, the tested one" in flag

@@ -8,6 +8,11 @@ class FmnistError(Exception):
 
 
 class UsageError(FmnistError):
-    """A bad command line or config value. Exit code 2, like argparse."""
+    """A bad command line or config value. Exit code 2, like argparse. `command`: the (sub)command
+    whose line it was, for the message's prefix ("fmnist train: error: ...")."""
 
     exit_code = 2
+
+    def __init__(self, message: str, command: str = ""):
+        super().__init__(message)
+        self.command = command

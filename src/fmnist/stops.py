@@ -38,11 +38,13 @@ class Interrupted(Stop):
 class Diverged(Stop):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
-    def __init__(self, epoch: int, step: int):
-        super().__init__(
-            f"loss became NaN or infinite at epoch {epoch}, step {step}; "
-            "the last good checkpoint is kept (try a lower --lr)"
+    def __init__(self, epoch: int, step: int, kept: bool = True):
+        kept_text = (
+            "the last good checkpoint is kept"
+            if kept
+            else "before the first checkpoint, so nothing was kept to evaluate or resume"
         )
+        super().__init__(f"loss became NaN or infinite at epoch {epoch}, step {step}; {kept_text} (try a lower --lr)")
         self.epoch, self.step = epoch, step
 
 

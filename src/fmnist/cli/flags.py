@@ -21,8 +21,8 @@ from fmnist.training.config import (
 
 
 class Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, not usage + message
-        raise UsageError(f"{self.prog}: {message}")
+    def error(self, message: str):  # one line, not usage + message, under the command's own name
+        raise UsageError(message, command=self.prog)
 
 
 def add_data_flags(p: argparse.ArgumentParser) -> None:

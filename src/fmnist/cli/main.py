@@ -12,6 +12,7 @@ import argparse
 import sys
 import traceback
 
+from fmnist import __version__
 from fmnist.cli import audit, data, runs, serve, sweep, train, use
 from fmnist.cli.flags import Parser
 from fmnist.errors import FmnistError
@@ -22,7 +23,8 @@ from fmnist.training import distributed
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="fmnist", description="Train, compare and use Fashion-MNIST classifiers.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    parser.add_argument("--version", action="version", version=f"fmnist {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for group in (data, train, audit, use, runs, serve, sweep):  # the order of `fmnist --help`
         group.add_parsers(sub)
     return parser
@@ -34,10 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a for a in argv if a != "--debug"]  # accepted anywhere on the line
     where = distributed.from_environment().where()  # "[process 1 of 2] " under torchrun
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:  # a bare `fmnist`: what it can do
+            parser.print_help()
+            return 2
         return args.func(args)
     except FmnistError as e:
-        return fail(f"fmnist: error: {where}{e}", e.exit_code, debug)
+        return fail(f"{getattr(e, 'command', '') or 'fmnist'}: error: {where}{e}", e.exit_code, debug)
     except Stop as e:
         return fail(f"fmnist: {where}{e}", e.exit_code, debug)
     except RuntimeError as e:

@@ -151,6 +151,13 @@ def load_predictor(path: Path | str, backend: str | None = None) -> Predictor:
     path = Path(path)
     if path.is_dir():
         return load_run(path, check_backend(backend))
+    if path.is_file() and path.suffix != ".onnx" and (path.parent / "config.json").is_file():
+        raise FmnistError(f"{path} is a file of the run folder {path.parent}: give the folder itself")
+    if path.is_file() and path.suffix.lower() != ".onnx":
+        try:
+            return load_onnx_file(path)
+        except FmnistError:  # an image or some other file given where the run goes
+            raise FmnistError(f"{path} is neither a run folder nor an ONNX model") from None
     if path.is_file():
         return load_onnx_file(path)
     raise FmnistError(f"{path} does not exist (give a run folder or an .onnx file)")

@@ -92,8 +92,10 @@ def fit_then_evaluate(run: Prepared, cfg: TrainConfig, resume: dict | None = Non
     before = process_seconds()  # interpreter, imports, data loading and checks, the model
     try:
         fit_run(run, cfg, resume)
-    except Diverged:
-        if run.dist.is_main and run.folder.has_checkpoint():
+    except Diverged as e:
+        if not run.folder.has_checkpoint():
+            raise Diverged(e.epoch, e.step, kept=False) from None
+        if run.dist.is_main:
             evaluate_run(run.folder, run.data)
             track_run(run.folder, cfg, diverged=True)
         raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 
 import torch
@@ -28,7 +29,9 @@ def list_models() -> list[str]:
 def create_model(name: str, **kwargs) -> nn.Module:
     """Build a registered model; its own defaults hold unless `kwargs` names a value."""
     if name not in _BUILDERS:
-        raise UsageError(f"unknown model {name!r}; choose from: {', '.join(list_models())}")
+        close = difflib.get_close_matches(name, list_models(), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise UsageError(f"unknown model {name!r}; {hint}choose from: {', '.join(list_models())}")
     return _BUILDERS[name](**kwargs)
 
 

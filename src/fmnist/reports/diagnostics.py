@@ -36,16 +36,26 @@ def check_run(name: str, metrics: dict, history: list[dict], diverged: dict | No
         flags.append(
             f"{name}: test accuracy {acc:.1%} is at or near chance ({CHANCE:.0%}). Likely causes: {CHANCE_CAUSES}."
         )
-    if history:
-        last = history[-1]
-        gap = last["train_accuracy"] - last["val_accuracy"]
+    if history and not diverged and all(_finite(h["train_loss"]) for h in history):
+        last, best = history[-1], max(history, key=lambda h: h["val_accuracy"])  # the first best: best.pt
+        gap = best["train_accuracy"] - best["val_accuracy"]
         lowest_loss_epoch = int(min(history, key=lambda h: h["val_loss"])["epoch"])
-        if gap > GAP:
+        # the training loss rising with the validation loss is instability, not over-fitting
+        unstable = last["train_loss"] > 1.1 * min(h["train_loss"] for h in history)
+        if gap > GAP:  # at the tested epoch, as the study's table shows it
             flags.append(
-                f"{name}: over-fitting: train accuracy {last['train_accuracy']:.1%} vs "
-                f"validation {last['val_accuracy']:.1%} (gap {gap:.1%}) after the last epoch."
+                f"{name}: over-fitting: train accuracy {best['train_accuracy']:.1%} vs "
+                f"validation {best['val_accuracy']:.1%} (gap {gap:.1%}) at epoch {best['epoch']}, the tested one."
             )
-        if lowest_loss_epoch < last["epoch"] and last["val_loss"] > 1.1 * min(h["val_loss"] for h in history):
+        risen = lowest_loss_epoch < last["epoch"] and last["val_loss"] > 1.1 * min(h["val_loss"] for h in history)
+        if risen and unstable:
+            flags.append(
+                f"{name}: the training loss rose too, to {last['train_loss']:.3f} (lowest "
+                f"{min(h['train_loss'] for h in history):.3f}): training is unstable or diverging, not "
+                "over-fitting; try a lower --lr (the tested checkpoint is the epoch of highest validation "
+                f"accuracy, epoch {best_accuracy_epoch(history)})."
+            )
+        elif risen:
             flags.append(
                 f"{name}: validation loss was lowest at epoch {lowest_loss_epoch} and has risen "
                 f"since to {last['val_loss']:.3f}: over-fitting (the tested checkpoint is the "
