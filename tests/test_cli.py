@@ -96,7 +96,7 @@ def test_predict_reports_bad_files_and_classifies_the_rest(trained, tmp_path, ca
     assert code == 1 and [("error" in r) for r in results] == [False, True, False, True, True]
     for r, probs in zip((results[0], results[2]), expected):
         top = probs.topk(2)
-        assert [p["class"] for p in r["predictions"]] == [CLASSES[k] for k in top.indices.tolist()]
+        assert [p["label"] for p in r["predictions"]] == [CLASSES[k] for k in top.indices.tolist()]
         assert [p["probability"] for p in r["predictions"]] == pytest.approx(top.values.tolist(), abs=1e-5)
     assert len(err.strip().splitlines()) == 3
 

@@ -118,7 +118,7 @@ def test_predict_and_evaluate_give_the_same_answers_from_the_file(data_dir, tmp_
         assert code == 0
         answers.append(json.loads(out)[0]["predictions"])
     for other in answers[1:]:
-        assert [p["class"] for p in other] == [p["class"] for p in answers[0]]
+        assert [p["label"] for p in other] == [p["label"] for p in answers[0]]
         assert [p["probability"] for p in other] == pytest.approx([p["probability"] for p in answers[0]], abs=1e-5)
     recorded = json.loads((run / "metrics.json").read_text())["test_accuracy"]
     code, out, _ = cli(capsys, "evaluate", run / "model.onnx", "--data-dir", data_dir, "--no-verify")

@@ -87,7 +87,7 @@ def test_an_uploaded_test_image_gets_the_label_predict_gives(page, served, capsy
     labels = shown_labels(page)
     for name in ("shallow", "simple_cnn"):
         code, out, _ = cli(capsys, "predict", root / name, image, "--json", "--top-k", "1")
-        assert code == 0 and labels[name] == json.loads(out)[0]["predictions"][0]["class"], (name, labels)
+        assert code == 0 and labels[name] == json.loads(out)[0]["predictions"][0]["label"], (name, labels)
     assert page.get_by_test_id("preview").get_attribute("data-ready") == "1"
     assert "test-image-0.png" in page.get_by_test_id("status").inner_text()
     cards = page.locator("[data-testid=model-card]")

@@ -91,7 +91,7 @@ def test_predict_gives_test_images_as_files_the_label_the_evaluation_gives(
         paths.append(tmp_path / f"{i}.{fmt.lower()}")
         (Image.fromarray(img) if isinstance(img, np.ndarray) else img).save(paths[-1], fmt)
     code, out, _ = cli(capsys, "predict", trained_run, *paths, "--json", "--top-k", "1")
-    got = [CLASSES.index(r["predictions"][0]["class"]) for r in json.loads(out)]
+    got = [CLASSES.index(r["predictions"][0]["label"]) for r in json.loads(out)]
     assert code == 0
     rate = np.mean(np.array(got) == expected.numpy())
     assert rate >= agree

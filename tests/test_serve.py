@@ -71,7 +71,7 @@ def test_predict_answers_per_image_and_per_model_as_predict_does(client, runs, t
         assert [m["name"] for m in result["models"]] == ["shallow", "simple_cnn"]
         for m in result["models"]:
             expected = predict_files(runs / m["name"], [tmp_path / f"g{i}.png"], 4)[0]["predictions"]
-            assert [p["label"] for p in m["predictions"]] == [p["class"] for p in expected]
+            assert [p["label"] for p in m["predictions"]] == [p["label"] for p in expected]
             assert [p["probability"] for p in m["predictions"]] == pytest.approx(
                 [p["probability"] for p in expected], abs=1e-6
             )
@@ -308,7 +308,7 @@ def test_a_real_server_answers_and_survives_a_bounded_load(live_server, runs, tm
     for i, blob in images.items():
         (tmp_path / f"{i}.png").write_bytes(blob)
         expected[i] = {
-            n: predict_files(runs / n, [tmp_path / f"{i}.png"], 1)[0]["predictions"][0]["class"] for n in names
+            n: predict_files(runs / n, [tmp_path / f"{i}.png"], 1)[0]["predictions"][0]["label"] for n in names
         }
     x = torch.rand(2, 1, 28, 28)
     logits = {n: load_predictor(runs / n).logits(x) for n in names}

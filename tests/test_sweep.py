@@ -249,6 +249,23 @@ def test_a_killed_workers_trial_is_failed_and_retried(tmp_path, data_dir):
     assert sorted(states.values(), key=str) == sorted([TrialState.FAIL] + [TrialState.COMPLETE] * 2, key=str)
     assert json.loads((tmp_path / "sweeps" / "k" / "trial-0000" / "failed.json").read_text())["retried"]
     assert dead.datetime_complete.timestamp() - killed_at < 60  # failed within a minute of its death
+    listed = subprocess.run(
+        [sys.executable, "-m", "fmnist", "runs", tmp_path / "sweeps" / "k", "--json"], capture_output=True, text=True
+    )
+    status = {Path(r["run"]).name: r["status"] for r in json.loads(listed.stdout)}
+    assert status == {"trial-0000": "retried", "trial-0001": "trained", "trial-0002": "trained"}, status
+
+
+def test_a_stopped_worker_says_its_trial_is_queued_again(tmp_path, data_dir):
+    write_dataset(tmp_path / "slow", train_per_class=200)
+    worker = start_worker("t", tmp_path, tmp_path / "slow", "--space", space_file(tmp_path, 12), "--trials", "2")
+    deadline = time.time() + 60
+    while time.time() < deadline and not (tmp_path / "sweeps" / "t" / "trial-0000" / "history.csv").is_file():
+        time.sleep(0.1)
+    worker.send_signal(signal.SIGTERM)
+    out = worker.communicate(timeout=60)[0]
+    assert worker.returncode == 143, out
+    assert "trial 0 is queued again: the next `fmnist sweep run t` runs it" in out and "fmnist resume" not in out
 
 
 def test_the_report_tests_the_best_trial_once_and_no_other(tmp_path, data_dir, capsys):
@@ -281,3 +298,19 @@ def test_the_report_tests_the_best_trial_once_and_no_other(tmp_path, data_dir, c
 def test_status_of_a_sweep_that_does_not_exist(tmp_path, capsys):
     code, _, err = cli(capsys, "sweep", "status", "nothing", "--dir", tmp_path)
     assert code == 1 and "no sweep named 'nothing'" in err
+
+
+def test_training_flags_are_fixed_settings_over_the_space(tmp_path, data_dir, capsys):
+    argv = sweep_args("f", tmp_path, data_dir, "--space", space_file(tmp_path, 3), "--trials", "2", "--epochs", "1")
+    code, _, err = cli(capsys, *argv, "--label-smoothing", "0.1")
+    assert code == 0, err
+    study = load("f", tmp_path)
+    assert study.user_attrs["space"]["fixed"]["epochs"] == 1 and study.user_attrs["space"]["fixed"]["label_smoothing"]
+    trials = sorted((tmp_path / "sweeps" / "f").glob("trial-*"))
+    assert len(trials) == 2
+    for trial in trials:
+        cfg = json.loads((trial / "config.json").read_text())
+        assert cfg["epochs"] == 1 and cfg["label_smoothing"] == 0.1
+        assert len((trial / "history.csv").read_text().strip().splitlines()) == 2  # header and one epoch
+    code, _, err = cli(capsys, *sweep_args("g", tmp_path, data_dir, "--space", space_file(tmp_path), "--lr", "0.01"))
+    assert code == 2 and "--lr: searched by the space" in err and not (tmp_path / "sweeps" / "g").exists()

@@ -91,7 +91,7 @@ def test_predict_serve_and_onnx_give_the_same_calibrated_probabilities(trained, 
     code, out, _ = cli(
         capsys, "predict", trained / "run", trained / "x.png", "--json", "--top-k", "10", "--backend", "torch"
     )
-    by_class = {p["class"]: p["probability"] for p in json.loads(out)[0]["predictions"]}
+    by_class = {p["label"]: p["probability"] for p in json.loads(out)[0]["predictions"]}
     assert code == 0 and np.allclose([by_class[c] for c in CLASSES], calibrated[0].numpy(), atol=1e-5)
     with TestClient(create_app([trained / "model.onnx"], Settings())) as client:
         answer = client.post(

@@ -23,11 +23,15 @@ class Stop(Exception):
 class Interrupted(Stop):
     """Ctrl-C or SIGTERM; where a run was training, its last.pt holds it up to the step reached."""
 
-    def __init__(self, signum: int = signal.SIGINT, epoch: int = 0, step: int = 0, run_dir: Path | None = None):
+    def __init__(
+        self, signum: int = signal.SIGINT, epoch: int = 0, step: int = 0, run_dir: Path | None = None, then: str = ""
+    ):
         where = f" during epoch {epoch}" if epoch else ""
         saved = (
             f"; saved at step {step} of epoch {epoch}, resume with: fmnist resume {run_dir}"
-            if run_dir is not None
+            if run_dir is not None and not then
+            else f"; {then}"
+            if then
             else ""
         )
         super().__init__(f"interrupted{where} ({signal.Signals(signum).name}){saved}")

@@ -56,6 +56,7 @@ def cmd_serve(args) -> int:
         )
     sources = serve_sources(args.sources)
     loaded = load_models(sources, backend)  # loaded and warmed: a failure stops here
+    check_address(args.host, args.port)  # before saying "serving": a port in use is the only line
     processes = f", {args.processes} processes" if args.processes > 1 else ""
     print(
         f"serving {', '.join(str(s) for s in sources)} on http://{args.host}:{args.port}/ "
@@ -72,6 +73,20 @@ def cmd_serve(args) -> int:
     except SystemExit as e:  # uvicorn exits when it cannot bind the address
         raise FmnistError(f"cannot serve on {args.host}:{args.port} (in use, or not an address here)") from e
     return 0
+
+
+def check_address(host: str, port: int) -> None:
+    """Bind the address once, as uvicorn will (SO_REUSEADDR), to refuse one in use before anything
+    is printed; the race with another program taking it meanwhile ends in the same error."""
+    import socket
+
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+    except OSError as e:
+        raise FmnistError(f"cannot serve on {host}:{port} ({e.strerror or e})") from None
 
 
 def settings_from(args) -> Settings:

@@ -3,14 +3,18 @@ space, study, worker and report, imported only when a sweep command runs: they n
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
-from fmnist.cli.flags import Parser, add_data_flags
+from fmnist.cli.flags import Parser, add_config_flags, add_data_flags, given_flags
 from fmnist.device import resolve_device
 from fmnist.errors import FmnistError, UsageError
 from fmnist.run.tracking import check_tracking
+from fmnist.training.config import HYPER, TrainConfig
 
 SAMPLERS, PRUNERS = ("tpe", "random", "grid"), ("median", "hyperband", "none")  # as in sweep/study.py
+# Every training setting as a flag, but --seed: that is the sampler's (the trials' seed is the space's).
+SWEEP_FLAGS = [n for n in TrainConfig.fields_of(HYPER) if n != "seed"]
 
 
 def sweep_modules():
@@ -36,7 +40,7 @@ def cmd_sweep_run(args) -> int:
     if args.trials < 1 or not args.heartbeat > 0:
         raise UsageError("--trials must be at least 1 and --heartbeat positive")
     folder = sweep_folder(args)
-    space = space_mod.read_space(args.space)  # every check of the space before the study is touched
+    space = with_flags(space_mod.read_space(args.space), args)  # every check before the study is touched
     where = {
         k: v
         for k, v in {
@@ -75,6 +79,17 @@ def cmd_sweep_run(args) -> int:
         + f" (fmnist sweep status {args.name})"
     )
     return 0
+
+
+def with_flags(space, args):
+    """The space with the training flags given on the command line as fixed values over its own
+    (`--epochs 1` for a quick sweep); a flag that names a searched setting is refused."""
+    given = {k: v for k, v in given_flags(args).items() if v is not None and k in SWEEP_FLAGS}
+    searched = sorted(set(given) & {p.name for p in space.search})
+    if searched:
+        flags = ", ".join("--" + k.replace("_", "-") for k in searched)
+        raise UsageError(f"{flags}: searched by the space; drop the flag or take it out of [search]")
+    return dataclasses.replace(space, fixed={**space.fixed, **given})
 
 
 def cmd_sweep_status(args) -> int:
@@ -146,6 +161,7 @@ def add_parsers(sub) -> None:
             default=10.0,
             help="seconds between a running trial's heartbeats; a trial silent for four is retried (default 10)",
         )
+        add_config_flags(q, SWEEP_FLAGS, "fixed training settings for every trial, over the space's [fixed]")
         q.add_argument("--device", help="auto, cpu, cuda, cuda:N, mps (default auto)")
         q.add_argument(
             "--track",

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from fmnist.cli.flags import add_data_flags
-from fmnist.errors import UsageError
 from fmnist.inference.predictor import BACKENDS, DEFAULT_BACKEND
 from fmnist.run.study import StudyFolder
 
@@ -65,8 +64,6 @@ def cmd_export(args) -> int:
 def cmd_predict(args) -> int:
     from fmnist.jobs.predict import predict_files
 
-    if args.top_k < 1:
-        raise UsageError(f"--top-k must be at least 1, got {args.top_k}")
     results = predict_files(Path(args.source), [Path(p) for p in args.images], args.top_k, args.backend)
     if args.json:
         print(json.dumps(results, indent=2))
@@ -74,7 +71,7 @@ def cmd_predict(args) -> int:
         if "error" in r:
             print(f"error: {r['error']}", file=sys.stderr)
         elif not args.json:
-            print(f"{r['file']}: " + ", ".join(f"{p['class']} {p['probability']:.1%}" for p in r["predictions"]))
+            print(f"{r['file']}: " + ", ".join(f"{p['label']} {p['probability']:.1%}" for p in r["predictions"]))
     return 1 if any("error" in r for r in results) else 0
 
 
@@ -92,7 +89,7 @@ def cmd_explain(args) -> int:
         args.overwrite,
     )
     for r in results:
-        print(f"{r['file']}: {r['class']} {r['probability']:.1%} ({Path(args.out) / r['overlay']})")
+        print(f"{r['file']}: {r['label']} {r['probability']:.1%} ({Path(args.out) / r['overlay']})")
     print(f"maps: {Path(args.out) / 'saliency.npy'} ({len(results)} x 28 x 28, float32, {args.method})")
     return 0
 
@@ -133,7 +130,7 @@ def add_parsers(sub) -> None:
         help="a run folder written by 'fmnist train' or 'fmnist study', or a file from 'fmnist export'",
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, JPEG, ... any size, colour or grey")
-    p.add_argument("--top-k", type=int, default=3, help="classes to show per image (default 3)")
+    p.add_argument("--top-k", type=int, default=3, help="classes to show per image, 1-10 (default 3)")
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.add_argument(
         "--backend",

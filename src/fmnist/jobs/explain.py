@@ -77,7 +77,7 @@ def explain_images(
         label, p = CLASSES[target[i]], float(probs[i, target[i]])
         png = f"{i:03d}-{Path(name).stem}.png"
         overlay(image, m, f"{name}: {label} {p:.1%}\n({method})", folder.record(png))
-        results.append({"file": name, "overlay": png, "class": label, "probability": p})
+        results.append({"file": name, "overlay": png, "label": label, "probability": p})
     folder.write_json("explain.json", {"source": str(source), "method": method, "images": results})
     return results
 

@@ -140,9 +140,11 @@ def resumed_config(saved: TrainConfig, overrides: dict) -> TrainConfig:
     fixed = set(overrides) - set(TrainConfig.resumable())
     if fixed:
         raise UsageError(f"cannot change {', '.join(sorted(fixed))} when resuming; start a new run instead")
+    if overrides.get("epochs", saved.epochs) < saved.epochs:  # before the config checks its restarts
+        raise UsageError(
+            f"--epochs {overrides['epochs']}: a resume can only make the run longer than its {saved.epochs} epochs"
+        )
     cfg = dataclasses.replace(saved, **overrides)
-    if cfg.epochs < saved.epochs:
-        raise UsageError(f"--epochs {cfg.epochs}: a resume can only make the run longer than its {saved.epochs} epochs")
     if cfg.epochs > saved.epochs:
         cfg = dataclasses.replace(cfg, schedule_restarts=[*saved.schedule_restarts, saved.epochs])
     return cfg

@@ -200,14 +200,24 @@ class RunFolder(Folder):
         self.file(_MARKERS[marker]).unlink(missing_ok=True)
 
     def status(self) -> str:
-        """How the run stands: pruned, diverged or failed (its marker), finished (tested), stopped
-        (a last.pt to resume from, no test yet) or started (nothing trained yet)."""
+        """How the run stands: pruned, diverged or failed (its marker; retried: a sweep's trial
+        stopped and queued again), finished (tested), trained (every epoch, not tested: a sweep's
+        trial), stopped (a last.pt to resume from) or started (nothing trained yet)."""
         for marker in ("pruned", "diverged", "failed"):
             if self.file(_MARKERS[marker]).is_file():
-                return marker
+                return "retried" if marker == "failed" and (self.marked(marker) or {}).get("retried") else marker
         if self.has_metrics():
             return "finished"
-        return "stopped" if self.has_checkpoint(best=False) else "started"
+        if not self.has_checkpoint(best=False):
+            return "started"
+        return "trained" if self.trained_through() else "stopped"
+
+    def trained_through(self) -> bool:
+        """Whether training ended by itself: every epoch done, or the target accuracy reached."""
+        cfg, history = self.read_config(), self.history_so_far()
+        if len(history) >= cfg.epochs:
+            return True
+        return bool(cfg.target_accuracy) and any(h["val_accuracy"] >= cfg.target_accuracy for h in history)
 
     def history_so_far(self) -> list[dict]:
         """The finished epochs' rows, or none where no epoch finished."""

@@ -37,6 +37,6 @@ class StudyFolder(Folder):
 
 def latest_study(root: Path = Path("runs")) -> StudyFolder | None:
     """The newest study under `root` (runs/study, runs/study-TIMESTAMP, ...), by its summary's time."""
-    studies = [StudyFolder(p.parent) for p in root.glob(f"*/{StudyFolder.SUMMARY}")]
+    studies = [StudyFolder(p.parent) for p in root.glob(f"study*/{StudyFolder.SUMMARY}")]
     studies = [s for s in studies if s.runs()]
     return max(studies, key=lambda s: s.file(StudyFolder.SUMMARY).stat().st_mtime, default=None)

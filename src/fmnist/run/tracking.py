@@ -137,7 +137,12 @@ def _log_run(client, folder: RunFolder, cfg: TrainConfig, diverged: bool, tags: 
     for name in (CONFIG, HISTORY, METRICS, REPORT, *FIGURES.values()):
         if folder.file(name).is_file():
             client.log_artifact(run_id, str(folder.file(name)))
-    ended = {"pruned": RunStatus.KILLED, "failed": RunStatus.FAILED, "diverged": RunStatus.FAILED}
+    ended = {
+        "pruned": RunStatus.KILLED,
+        "retried": RunStatus.KILLED,
+        "failed": RunStatus.FAILED,
+        "diverged": RunStatus.FAILED,
+    }
     status = RunStatus.FAILED if diverged else ended.get(folder.status(), RunStatus.FINISHED)
     client.set_terminated(run_id, RunStatus.to_string(status))
     return run_id

@@ -21,14 +21,10 @@ from fmnist.data.images import load_image_bytes, to_png
 from fmnist.errors import FmnistError
 from fmnist.explain.heat import heat
 from fmnist.explain.methods import saliency_maps
+from fmnist.jobs.predict import top_classes
 from fmnist.serve.schemas import ERRORS, ExplainResponse, ModelList, PredictResponse
 
 router = APIRouter()
-
-
-def _top(probs: torch.Tensor, k: int) -> list[dict]:
-    values, indices = probs.topk(k)
-    return [{"label": CLASSES[i], "index": i, "probability": v} for v, i in zip(values.tolist(), indices.tolist())]
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -101,12 +97,12 @@ async def predict(request: Request, top_k: int = Query(3, ge=1, le=10, descripti
     answers = await asyncio.gather(*(models.batcher(name).logits(images) for name in names))
     for name in names:
         state.metrics.images.labels(name).inc(len(images))
-    probs = {name: models.get(name).calibrated(logits) for name, logits in zip(names, answers)}
+    top = {name: top_classes(models.get(name).calibrated(logits), top_k) for name, logits in zip(names, answers)}
     results = [
         {
             "file": file,
             "preview": preview,
-            "models": [{"name": name, "predictions": _top(p[i], top_k)} for name, p in probs.items()],
+            "models": [{"name": name, "predictions": top[name][i]} for name in names],
         }
         for i, ((file, _), preview) in enumerate(zip(blobs, previews))
     ]

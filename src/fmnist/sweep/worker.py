@@ -165,9 +165,10 @@ def run_trial(sweep: Sweep, trial, data: FashionMNIST) -> None:
             },
         )
         state, value = TrialState.PRUNED, None
-    except Interrupted:
+    except Interrupted as e:
         retry(sweep, trial, "its worker was asked to stop")
-        raise
+        then = f"trial {trial.number} is queued again: the next `fmnist sweep run {sweep.study.study_name}` runs it"
+        raise Interrupted(e.signum, e.epoch, e.step, then=then) from None
     except (Diverged, FmnistError) as e:
         storage.set_trial_user_attr(trial._trial_id, "failed", str(e))
         state, value = TrialState.FAIL, None
