@@ -50,3 +50,34 @@ def test_a_run_s_file_given_for_its_folder_is_named_so(synth_dir, tmp_path, caps
     image.write_bytes((run / "samples.png").read_bytes())
     code, _, err = cli(capsys, "predict", image, run)  # the image first
     assert code == 1 and f"{image} is neither a run folder nor an ONNX model" in err
+
+
+def test_serve_refuses_a_port_in_use_before_saying_it_serves(runs, capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, out, err = cli(capsys, "serve", runs / "shallow", "--port", port)
+    assert code == 1 and f"cannot serve on 127.0.0.1:{port}" in err and "serving" not in out
+
+
+def test_a_bare_serve_takes_the_newest_study_named_study(runs, tmp_path, monkeypatch):
+    import json
+    import os
+
+    from fmnist.cli.serve import serve_sources
+
+    monkeypatch.chdir(tmp_path)
+    for i, (name, model) in enumerate((("study", "shallow"), ("quick", "simple_cnn"))):  # quick is newer
+        folder = tmp_path / "runs" / name
+        folder.mkdir(parents=True)
+        (folder / "summary.json").write_text(json.dumps({"models": [{"run_dir": str(runs / model)}]}))
+        os.utime(folder / "summary.json", (1000 + i, 1000 + i))
+    assert serve_sources([]) == [runs / "shallow"]
+
+
+def test_predict_refuses_a_top_k_the_api_refuses(runs, capsys):
+    code, _, err = cli(capsys, "predict", runs / "shallow", runs / "shallow" / "samples.png", "--top-k", "11")
+    assert code == 2 and "--top-k must be 1-10" in err
