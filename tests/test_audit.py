@@ -57,7 +57,7 @@ def planted_dataset(directory) -> dict:
 
 @pytest.fixture(scope="module")
 def audited(tmp_path_factory):
-    """One audit of the planted data (3 folds), run through the command line."""
+    """One audit of the planted data (3 folds, 2 cross-validations), run through the command line."""
     root = tmp_path_factory.mktemp("audit")
     planted = planted_dataset(root / "data")
     code = main(
@@ -69,6 +69,8 @@ def audited(tmp_path_factory):
             "--no-verify",
             "--folds",
             "3",
+            "--repeats",
+            "2",
             "--out",
             str(root / "au"),
         ]
@@ -113,15 +115,24 @@ def test_planted_duplicates_are_all_listed_and_exact_ones_with_similarity_1(audi
 
 def test_each_fold_is_a_run_that_never_saw_the_images_it_predicted(audited):
     root, _ = audited
-    held = [set(json.loads((root / "au" / f"fold-{k}" / "config.json").read_text())["exclude"]) for k in (1, 2, 3)]
-    assert not (held[0] & held[1]) and not (held[1] & held[2]) and set().union(*held) == set(range(600))
-    assert json.loads((root / "au" / "all" / "config.json").read_text())["exclude"] == []
-    for k in (1, 2, 3, "all"):
-        folder = root / "au" / (f"fold-{k}" if k != "all" else k)
-        assert (folder / "best.pt").is_file() and (folder / "metrics.json").is_file()
+    partitions, seeds = [], set()
+    for suffix in ("", "-repeat-2"):  # each cross-validation: disjoint folds covering every image
+        configs = [json.loads((root / "au" / f"fold-{k}{suffix}" / "config.json").read_text()) for k in (1, 2, 3)]
+        held = [set(c["exclude"]) for c in configs]
+        assert not (held[0] & held[1]) and not (held[1] & held[2]) and set().union(*held) == set(range(600))
+        partitions.append({frozenset(h) for h in held})
+        seeds |= {c["seed"] for c in configs}
+        for k in (1, 2, 3):
+            folder = root / "au" / f"fold-{k}{suffix}"
+            assert (folder / "best.pt").is_file() and (folder / "metrics.json").is_file()
+    assert partitions[0] != partitions[1] and len(seeds) == 2  # its own folds and its own seed
     probs = np.load(root / "au" / "probabilities.npz")
     assert probs["train"].shape == (600, 10) and probs["test"].shape == (200, 10)
-    assert np.allclose(probs["train"].sum(1), 1, atol=1e-5)
+    assert probs["train_repeats"].shape == (2, 600, 10)
+    assert np.allclose(probs["train"], probs["train_repeats"].astype(np.float32).mean(0), atol=1e-3)
+    assert not np.allclose(probs["train_repeats"][0], probs["train_repeats"][1], atol=1e-3)
+    assert np.allclose(probs["train"].sum(1), 1, atol=1e-5) and np.allclose(probs["test"].sum(1), 1, atol=1e-5)
+    assert json.loads((root / "au" / "audit.json").read_text())["settings"]["repeats"] == 2
     page = (root / "au" / "report.html").read_text()
     assert "data:image/png;base64" in page and "http://" not in page and "https://" not in page
     assert "candidate for a person to look at" in page
@@ -145,6 +156,12 @@ def test_a_study_report_links_the_audit_of_its_own_data_only(audited, tmp_path, 
     relabelled = dataclasses.replace(data, train_labels=data.train_labels.clone())
     relabelled.train_labels[0] = (relabelled.train_labels[0] + 1) % 10  # one label differs: other data
     assert audit_for(fingerprint(data), tmp_path / "audits").path.name == "au"
+    (tmp_path / "mixed" / "broken").mkdir(parents=True)
+    (tmp_path / "mixed" / "broken" / "audit.json").write_text("{not json")  # another's broken audit beside it
+    (tmp_path / "mixed" / "au").symlink_to(root / "au")
+    capsys.readouterr()
+    assert audit_for(fingerprint(data), tmp_path / "mixed").path.name == "au"
+    assert "warning: skipping the audit" in capsys.readouterr().err
     assert audit_for(fingerprint(relabelled), tmp_path / "audits") is None  # so its study links nothing
 
 

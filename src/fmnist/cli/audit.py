@@ -7,6 +7,8 @@ from pathlib import Path
 
 from fmnist.cli.flags import add_train_flags, config_from
 
+REPEATS = 4  # as fmnist.jobs.audit.REPEATS, which this module does not import (torch) to build --help
+
 
 def cmd_audit(args) -> int:
     from fmnist.jobs.audit import run_audit
@@ -16,7 +18,7 @@ def cmd_audit(args) -> int:
         args.recipe = "fast"  # cheap, and accurate enough that its doubts mean something
     cfg = config_from(args, model=args.model)
     out = Path(args.out or f"audits/audit-{time.strftime('%Y%m%d-%H%M%S')}")
-    summary = run_audit(cfg, out, args.folds, args.similarity, args.overwrite, say=print)
+    summary = run_audit(cfg, out, args.folds, args.similarity, args.overwrite, say=print, repeats=args.repeats)
     issues, dup = summary["label_issues"], summary["duplicates"]
     print(f"label issues: {issues['train']:,} training and {issues['test']:,} test images ({out / names.LABEL_ISSUES})")
     print(
@@ -33,6 +35,12 @@ def add_parsers(sub) -> None:
     )
     p.add_argument("--model", help="the model the runs train (default: the recipe's)")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds of the training set (default 5)")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=REPEATS,
+        help=f"cross-validations, each with its own folds and seed, averaged: steadier flags (default {REPEATS})",
+    )
     p.add_argument(
         "--similarity",
         type=float,

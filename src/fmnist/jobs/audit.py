@@ -1,8 +1,13 @@
-"""The data audit: cross-validated runs give every training image a prediction from a model that
-never saw it, a run on all training images predicts the test set; confident learning then lists the
-likely label errors, and a nearest-neighbour search the duplicates.
+"""The data audit: cross-validated runs give every training image a prediction from models that
+never saw it, and the test set one from all of them; confident learning then lists the likely
+label errors, and a nearest-neighbour search the duplicates.
 
-    run_audit(make_config(read_recipe("fast")), Path("audits/fast"), folds=5)
+The cross-validation is repeated (`repeats`, each with its own fold split and training seed) and
+the out-of-sample probabilities averaged: one repetition's flags move with its models' own
+variation (two audits that differ only in their seed agreed on half their flags), the average's
+far less (BENCHMARKS.md, "Auditing the data").
+
+    run_audit(make_config(read_recipe("fast")), Path("audits/fast"), folds=5, repeats=4)
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from fmnist.run.tracking import check_tracking
 from fmnist.training.config import TrainConfig
 from fmnist.training.setup import check_trainable
 
+REPEATS = 4  # cross-validations averaged by default: chosen on agreement and planted noise (BENCHMARKS.md)
+
 
 def probabilities(run: RunFolder, images: torch.Tensor) -> np.ndarray:
     """The class probabilities of a run's best checkpoint (with its test-time views) for `images`."""
@@ -53,6 +60,12 @@ def check_audit(cfg: TrainConfig, data: FashionMNIST, folds: int, similarity: fl
     return parts
 
 
+def repeat_seed(seed: int, repeat: int) -> int:
+    """The seed of a repetition: the audit's own for the first (one repetition is the plain
+    K-fold audit), then seeds drawn from it that other audits' seeds do not reach."""
+    return seed if repeat == 0 else int(np.random.SeedSequence([seed, repeat]).generate_state(1)[0] >> 1)
+
+
 def run_audit(
     cfg: TrainConfig,
     out: Path,
@@ -60,6 +73,7 @@ def run_audit(
     similarity: float = 0.99,
     overwrite: bool = False,
     say: Callable[[str], None] = lambda line: None,
+    repeats: int = REPEATS,
 ) -> dict:
     """Audit the data `cfg` names into the folder `out`; returns audit.json's content."""
     audit = AuditFolder(out)
@@ -67,27 +81,40 @@ def run_audit(
     resolve_device(cfg.device)
     check_tracking(cfg.track)
     data = load_data(cfg)
-    parts = check_audit(cfg, data, folds, similarity)
+    if repeats < 1:
+        raise UsageError(f"--repeats {repeats}: give 1 or more")
+    splits = [
+        check_audit(dataclasses.replace(cfg, seed=repeat_seed(cfg.seed, r)), data, folds, similarity)
+        for r in range(repeats)
+    ]
     audit.prepare(overwrite)
     started, summary = time.perf_counter(), {"folds": []}
-    train_probs = np.zeros((len(data.train_labels), 10), np.float32)
-    for k, held in enumerate(parts, 1):
-        run = audit.run(f"fold-{k}")
-        train_run(dataclasses.replace(cfg, exclude=held.tolist()), run.path, overwrite=True, data=data)
-        train_probs[held] = probabilities(run, data.train_images[held])
-        accuracy = float((train_probs[held].argmax(1) == data.train_labels[held].numpy()).mean())
-        summary["folds"].append({"run": run.path.name, "held_out": len(held), "held_out_accuracy": accuracy})
-        say(f"fold {k}/{folds}: {len(held):,} held-out training images, accuracy {accuracy:.4f} ({run.path})")
-    run = audit.run(names.ALL)
-    metrics = train_run(cfg, run.path, overwrite=True, data=data)
-    test_probs = probabilities(run, data.test_images)
-    say(f"all training images: test accuracy {metrics['test_accuracy']:.4f} ({run.path})")
-    summary["test_model"] = {"run": run.path.name, "test_accuracy": metrics["test_accuracy"]}
+    n_train, labels = len(data.train_labels), data.train_labels.numpy()
+    per_repeat = np.zeros((repeats, n_train, 10), np.float32)
+    test_probs = np.zeros((len(data.test_labels), 10), np.float64)
+    for r, parts in enumerate(splits):
+        repeat_cfg = dataclasses.replace(cfg, seed=repeat_seed(cfg.seed, r))
+        for k, held in enumerate(parts, 1):
+            run = audit.run(f"fold-{k}" if r == 0 else f"fold-{k}-repeat-{r + 1}")
+            train_run(dataclasses.replace(repeat_cfg, exclude=held.tolist()), run.path, overwrite=True, data=data)
+            both = probabilities(run, torch.cat([data.train_images[held], data.test_images]))
+            per_repeat[r, held], test_probs = both[: len(held)], test_probs + both[len(held) :]
+            accuracy = float((per_repeat[r, held].argmax(1) == labels[held]).mean())
+            summary["folds"].append({"run": run.path.name, "held_out": len(held), "held_out_accuracy": accuracy})
+            say(
+                f"repeat {r + 1}/{repeats}, fold {k}/{folds}: {len(held):,} held-out training images, "
+                f"accuracy {accuracy:.4f} ({run.path})"
+            )
+    train_probs = per_repeat.mean(0)
+    test_probs = (test_probs / (repeats * folds)).astype(np.float32)  # every fold model: none saw a test image
+    accuracy = float((test_probs.argmax(1) == data.test_labels.numpy()).mean())
+    say(f"the test set, by the {repeats * folds} fold models averaged: accuracy {accuracy:.4f}")
+    summary["test_model"] = {"run": f"the {repeats * folds} fold models, averaged", "test_accuracy": accuracy}
     summary["seconds"] = {"models": time.perf_counter() - started}
-    buf = io.BytesIO()
-    np.savez(buf, train=train_probs, test=test_probs)
+    buf = io.BytesIO()  # each repetition's too (half precision): how the flags settle as they are averaged
+    np.savez(buf, train=train_probs, test=test_probs, train_repeats=per_repeat.astype(np.float16))
     audit.write_bytes(names.PROBABILITIES, buf.getvalue())
-    return finish_audit(audit, data, cfg, (train_probs, test_probs), similarity, summary)
+    return finish_audit(audit, data, cfg, (train_probs, test_probs), similarity, summary, repeats)
 
 
 def finish_audit(
@@ -97,6 +124,7 @@ def finish_audit(
     probs: tuple[np.ndarray, np.ndarray],
     similarity: float,
     summary: dict,
+    repeats: int = 1,
 ) -> dict:
     """The label issues and duplicates from the probabilities, written with audit.json and the report."""
     started = time.perf_counter()
@@ -110,7 +138,12 @@ def finish_audit(
     write_csv(audit.record(names.DUPLICATES), pairs, duplicates.COLUMNS)
     summary.update(
         {
-            "settings": {"folds": len(summary["folds"]), "similarity": similarity, "config": dataclasses.asdict(cfg)},
+            "settings": {
+                "folds": len(summary["folds"]) // repeats,
+                "repeats": repeats,
+                "similarity": similarity,
+                "config": dataclasses.asdict(cfg),
+            },
             "data": {"directory": str(data.directory), "verified": data.verified, "fingerprint": fingerprint(data)},
             "label_issues": {
                 "train": sum(r["split"] == "train" for r in issues),

@@ -81,8 +81,9 @@ def write_audit_report(
         f"<p>Files: <a href='{names.LABEL_ISSUES}'>{names.LABEL_ISSUES}</a>, "
         f"<a href='{names.DUPLICATES}'>{names.DUPLICATES}</a>, {names.PROBABILITIES}.</p>"
         f"<h2>Cross-validated runs</h2>{folds}"
-        f"<p>The test set was predicted by <code>{html.escape(summary['test_model']['run'])}</code>, trained on "
-        f"all training images (test accuracy {summary['test_model']['test_accuracy']:.4f}).</p>"
+        f"<p>The training images were predicted by the runs that left them out, averaged over "
+        f"{summary['settings'].get('repeats', 1)} cross-validation(s); the test set by "
+        f"{html.escape(summary['test_model']['run'])} (accuracy {summary['test_model']['test_accuracy']:.4f}).</p>"
         f"<h2>Likely label errors</h2>{img_tag(audit.file(names.FIGURES['label_issues']))}"
         f"<h3>Most frequent (given → suggested)</h3>"
         + html_table(["split", "given", "suggested", "count"], [list(p.values()) for p in counts["pairs"][:20]])

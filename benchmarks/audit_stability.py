@@ -1,0 +1,99 @@
+"""How steady `fmnist audit`'s flags are, and how well they find planted errors, as the number of
+averaged cross-validations grows, for BENCHMARKS.md. Three audits at `--repeats R` (default
+settings otherwise): the real data with seeds 0 and 1, and the real data with `--flip` training
+labels planted (seed 0, so its folds and seeds are the first audit's: only the labels differ).
+Each audit keeps every cross-validation's out-of-sample probabilities, so the flags of the first
+r = 1..R averaged are found again here (cleanlab, as the audit does) and scored:
+
+- agreement: Jaccard of the two seeds' flagged training images (r = 1 is the audit before repeats);
+- recall: planted labels flagged, of those planted;
+- precision beyond the unchanged data: of the images the planted audit flags and the seed-0 audit
+  of the unchanged data (at the same r) does not, the share that were planted.
+
+No test figure is used. The audits' folders are kept for a later `--skip-audit`.
+
+    .venv/bin/python benchmarks/audit_stability.py --repeats 5 --out audits/stability
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from audit_noise import write_flipped  # noqa: E402
+
+from fmnist.audit.labels import label_issues  # noqa: E402
+from fmnist.data import load_fashion_mnist  # noqa: E402
+
+
+def audit(out: Path, seed: int, repeats: int, data_dir: str | None, skip: bool) -> float:
+    """Run one audit (unless `skip`); its seconds from the shell."""
+    command = [sys.executable, "-m", "fmnist", "audit", "--out", str(out), "--seed", str(seed)]
+    command += ["--repeats", str(repeats), "--quiet", "--overwrite"]
+    if data_dir:
+        command += ["--data-dir", data_dir, "--no-verify"]
+    started = time.perf_counter()
+    if not skip:
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def flags_by_prefix(out: Path, labels: np.ndarray) -> list[set[int]]:
+    """The flagged training images of the first r cross-validations averaged, for each r."""
+    repeats = np.load(out / "probabilities.npz")["train_repeats"].astype(np.float64)
+    found = []
+    for r in range(1, len(repeats) + 1):
+        probs = repeats[:r].mean(0)
+        probs /= probs.sum(1, keepdims=True)  # half precision: rows sum to 1 within 1e-3 only
+        found.append({row["index"] for row in label_issues("train", labels, probs.astype(np.float32))})
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--flip", type=int, default=300)
+    parser.add_argument("--out", default="audits/stability")
+    parser.add_argument("--skip-audit", action="store_true", help="score the audits already in --out")
+    args = parser.parse_args()
+    root = Path(args.out)
+    labels = load_fashion_mnist(download=False, progress=False).train_labels.numpy()
+    seconds = {}
+    seconds["seed-0"] = audit(root / "seed-0", 0, args.repeats, None, args.skip_audit)
+    seconds["seed-1"] = audit(root / "seed-1", 1, args.repeats, None, args.skip_audit)
+    with tempfile.TemporaryDirectory() as tmp:
+        flipped = write_flipped(Path(tmp), args.flip, 0)
+        noisy = load_fashion_mnist(Path(tmp), verify=False, download=False, progress=False).train_labels.numpy()
+        seconds["planted"] = audit(root / "planted", 0, args.repeats, tmp, args.skip_audit)
+    a, b = flags_by_prefix(root / "seed-0", labels), flags_by_prefix(root / "seed-1", labels)
+    planted = flags_by_prefix(root / "planted", noisy)
+    rows = []
+    for r in range(args.repeats):
+        beyond = planted[r] - a[r]
+        rows.append(
+            {
+                "repeats": r + 1,
+                "flagged_seed_0": len(a[r]),
+                "flagged_seed_1": len(b[r]),
+                "agreed": len(a[r] & b[r]),
+                "jaccard": len(a[r] & b[r]) / len(a[r] | b[r]),
+                "planted_flagged": len(planted[r] & flipped),
+                "recall": len(planted[r] & flipped) / len(flipped),
+                "flagged_beyond_unchanged": len(beyond),
+                "precision_beyond_unchanged": len(beyond & flipped) / max(1, len(beyond)),
+            }
+        )
+    json.dump({"flipped": len(flipped), "audit_seconds": seconds, "by_repeats": rows}, sys.stdout, indent=1)
+    print()
+
+
+if __name__ == "__main__":
+    main()
