@@ -240,3 +240,28 @@ def test_near_duplicates_need_the_threshold_and_exact_ones_are_similarity_1():
     assert set(pairs) == {("train", 4, "test", 1), ("train", 3, "test", 0)}
     looser = find_duplicates(train, test, threshold=0.5)
     assert ("train", 8, "train", 9) in {(r["split_a"], r["index_a"], r["split_b"], r["index_b"]) for r in looser}
+
+
+def test_a_group_of_near_copies_larger_than_the_neighbours_searched_is_counted_whole():
+    gen = torch.Generator().manual_seed(1)
+    train = torch.rand(200, 1, 28, 28, generator=gen)
+    base = train[0].clone()
+    for i in range(1, 12):  # twelve near-copies of one image: 66 pairs, each beyond five neighbours
+        train[i] = (base + 0.004 * torch.randn(1, 28, 28, generator=gen)).clamp(0, 1)
+    rows = find_duplicates(train, torch.rand(5, 1, 28, 28, generator=gen), threshold=0.99)
+    pairs = {(r["index_a"], r["index_b"]) for r in rows if r["split_a"] == r["split_b"] == "train"}
+    assert pairs == {(a, b) for a in range(12) for b in range(a + 1, 12)}
+
+
+def test_duplicates_csv_leaves_out_one_copy_of_each_pair(tmp_path):
+    from fmnist.data.exclude import read_index_csv
+
+    (tmp_path / "duplicates.csv").write_text(
+        "split_a,index_a,split_b,index_b,similarity\n"
+        "train,3,train,9,1.0\ntrain,3,train,12,0.995\ntrain,9,train,12,0.993\n"
+        "train,40,test,7,0.996\ntest,1,test,2,0.999\n"
+    )
+    assert read_index_csv(tmp_path / "duplicates.csv") == [9, 12, 40]  # 3 kept; 40 is a test image's copy
+    (tmp_path / "bad.csv").write_text("split_a,index_a,split_b,index_b,similarity\ntrain,x,train,2,1\n")
+    with pytest.raises(ValueError, match="line 2: not a pair"):
+        read_index_csv(tmp_path / "bad.csv")

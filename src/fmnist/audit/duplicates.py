@@ -4,7 +4,8 @@ Exact: the same pixels (a hash of the 8-bit values). Near: the cosine similarity
 subtracting the training set's mean image, at or above a threshold (README, "Auditing the data",
 says why 0.99). Comparing every pair at 784 values is 7.7 TFLOP for 70,000 images; instead each
 image's nearest neighbours are found in a 64-dimensional PCA projection, and those candidates are
-measured on the full pixels.
+measured on the full pixels. A group of near-copies larger than the neighbours searched would be
+under-counted that way, so every pair within each group the found pairs connect is measured too.
 """
 
 from __future__ import annotations
@@ -47,6 +48,39 @@ def neighbour_pairs(vectors: torch.Tensor, neighbours: int = NEIGHBOURS, seed: i
     return pairs
 
 
+def measured(unit: torch.Tensor, pairs: list[tuple[int, int]], threshold: float) -> dict[tuple[int, int], float]:
+    """The pairs whose full-pixel cosine is at least `threshold`, with it."""
+    found = {}
+    for start in range(0, len(pairs), CHUNK * 8):  # 8,192 pairs at a time: 80 MB, not gigabytes
+        a, b = torch.tensor(pairs[start : start + CHUNK * 8]).T
+        sims = (unit[a] * unit[b]).sum(1).tolist()
+        found.update({(i, j): s for i, j, s in zip(a.tolist(), b.tolist(), sims) if s >= threshold})
+    return found
+
+
+def groups(pairs) -> list[list[int]]:
+    """The connected groups of images that `pairs` join (union-find), each sorted."""
+    parent: dict[int, int] = {}
+
+    def root(i: int) -> int:
+        parent.setdefault(i, i)
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in pairs:
+        parent[root(i)] = root(j)
+    members: dict[int, list[int]] = defaultdict(list)
+    for i in list(parent):
+        members[root(i)].append(i)
+    return [sorted(g) for g in members.values()]
+
+
+def pairs_within(found_groups: list[list[int]]) -> set[tuple[int, int]]:
+    return {(a, b) for g in found_groups if len(g) > 2 for k, a in enumerate(g) for b in g[k + 1 :]}
+
+
 def find_duplicates(train: torch.Tensor, test: torch.Tensor, threshold: float = 0.99, seed: int = 0) -> list[dict]:
     """Duplicate pairs over both sets (rows of COLUMNS), the most similar first; exact ones have
     similarity 1. Indices are 0-based positions in each set's IDX file."""
@@ -56,10 +90,9 @@ def find_duplicates(train: torch.Tensor, test: torch.Tensor, threshold: float = 
     candidates = sorted(neighbour_pairs(pixels, seed=seed) - exact)
     unit = F.normalize(pixels, dim=1, out=pixels)
     found = {pair: 1.0 for pair in exact}
-    for start in range(0, len(candidates), CHUNK * 8):  # 8,192 pairs at a time: 80 MB, not gigabytes
-        a, b = torch.tensor(candidates[start : start + CHUNK * 8]).T
-        sims = (unit[a] * unit[b]).sum(1).tolist()
-        found.update({(i, j): s for i, j, s in zip(a.tolist(), b.tolist(), sims) if s >= threshold})
+    found.update(measured(unit, candidates, threshold))
+    within = sorted(pairs_within(groups(found)) - set(found))  # a group's members beyond the neighbours
+    found.update(measured(unit, within, threshold))
 
     def where(i: int) -> tuple[str, int]:
         return ("train", i) if i < len(train) else ("test", i - len(train))
