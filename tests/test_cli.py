@@ -165,7 +165,7 @@ def test_models_and_data_commands(trained, capsys):
         (["predict", "{tmp}/no-run", "x.png"], 1, "does not exist"),
         (["predict", "{run}", "x.png", "--top-k", "0"], 2, "--top-k"),
         (["serve", "{run}", "--processes", "0"], 2, "--processes must be positive"),
-        (["serve", "{run}", "--max-batch", "0"], 2, "--max-batch and --processes must be positive"),
+        (["serve", "{run}", "--max-batch", "0"], 2, "--max-models and --processes must be positive"),
         (["data", "--data-dir", "{tmp}"], 1, "does not hold the four"),
         (["train", "shallow", "--device", "cuda"], 1, "no CUDA device here"),
         (["train", "shallow", "--device", "cuda:1"], 1, "no CUDA device here"),

@@ -14,11 +14,12 @@ def test_runs_lists_exactly_the_runs_with_their_status_and_compare_marks_the_dif
     root = tmp_path / "all"
     assert cli(capsys, *train_args(synth_dir, root / "finished", "shallow", "--epochs", "1"))[0] == 0
     stopped, pruned = root / "group" / "stopped", root / "pruned"
-    for copy in (stopped, pruned):
+    trained = root / "trained"
+    for copy in (stopped, pruned, trained):
         shutil.copytree(root / "finished", copy)
-        (copy / "metrics.json").unlink()  # not tested: a run stopped before its test, with its last.pt
+        (copy / "metrics.json").unlink()  # not tested, with its last.pt
     config = json.loads((stopped / "config.json").read_text())
-    (stopped / "config.json").write_text(json.dumps({**config, "lr": 0.005}))
+    (stopped / "config.json").write_text(json.dumps({**config, "lr": 0.005, "epochs": 2}))  # one epoch of two
     RunFolder(pruned).mark("pruned", {"epoch": 1})
     (root / "notes").mkdir()
     (root / "notes" / "config.json").write_text('{"colour": "blue"}')  # a folder that is not a run
@@ -26,26 +27,27 @@ def test_runs_lists_exactly_the_runs_with_their_status_and_compare_marks_the_dif
 
     code, out, _ = cli(capsys, "runs", root, "--json")
     rows = {r["run"]: r for r in json.loads(out)}
-    assert code == 0 and set(rows) == {str(root / "finished"), str(stopped), str(pruned)}
+    assert code == 0 and set(rows) == {str(root / "finished"), str(stopped), str(pruned), str(trained)}
     assert {r["run"]: r["status"] for r in rows.values()} == {
         str(root / "finished"): "finished",
         str(stopped): "stopped",
         str(pruned): "pruned",
+        str(trained): "trained",  # every epoch, no test: as a sweep's trials end
     }
     assert rows[str(stopped)]["test_accuracy"] is None and rows[str(pruned)]["test_accuracy"] is None
     assert rows[str(root / "finished")]["test_accuracy"] is not None
 
     code, out, _ = cli(capsys, "runs", root, "--sort", "run")
     lines = out.splitlines()
-    assert code == 0 and lines[0].split()[:4] == ["run", "model", "recipe", "lr"]  # lr differs: shown
-    assert len(lines) == 4 and "finished" in lines[1] and lines[2].split()[-1] == "stopped"
+    assert code == 0 and lines[0].split()[:5] == ["run", "model", "recipe", "epochs", "lr"]  # they differ: shown
+    assert len(lines) == 5 and "finished" in lines[1] and lines[2].split()[-1] == "stopped"
     assert len(lines[2].split()) == len(lines[1].split()) - 1  # no test figure: an empty cell
     code, out, _ = cli(capsys, "runs", root, "--filter", "status=pruned", "--json")
     assert [r["run"] for r in json.loads(out)] == [str(pruned)]
 
     code, out, _ = cli(capsys, "runs", "compare", root / "finished", stopped, "--json")
     marked = {line["field"] for line in json.loads(out) if line["differs"]}
-    assert code == 0 and marked == {"lr", "status", "best_epoch", "test_accuracy", "test_loss"}
+    assert code == 0 and marked == {"epochs", "lr", "status", "best_epoch", "test_accuracy", "test_loss"}
     code, out, _ = cli(capsys, "runs", "compare", root / "finished", stopped)
     starred = {line.split()[1] for line in out.splitlines()[1:] if line.startswith("*")}
     assert starred == marked

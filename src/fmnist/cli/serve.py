@@ -99,9 +99,12 @@ def settings_from(args) -> Settings:
         or args.max_batch < 1
         or args.max_delay_ms < 0
         or args.processes < 1
+        or args.max_queue < 1
+        or args.max_models < 1
     ):
         raise UsageError(
-            "--max-body-mb, --max-images, --max-batch and --processes must be positive, --max-delay-ms not negative"
+            "--max-body-mb, --max-images, --max-batch, --max-queue, --max-models and --processes must be "
+            "positive, --max-delay-ms not negative"
         )
     return Settings(
         max_body_bytes=int(args.max_body_mb * 1024 * 1024),
@@ -109,6 +112,8 @@ def settings_from(args) -> Settings:
         max_batch=args.max_batch,
         max_delay=args.max_delay_ms / 1000,
         processes=args.processes,
+        max_queue=args.max_queue,
+        max_models=args.max_models,
     )
 
 
@@ -150,6 +155,20 @@ def add_parsers(sub) -> None:
         default=Settings.max_delay * 1000,
         metavar="MS",
         help=f"how long a batch waits for more requests after its first (default {Settings.max_delay * 1000:g})",
+    )
+    p.add_argument(
+        "--max-queue",
+        type=int,
+        default=Settings.max_queue,
+        metavar="N",
+        help=f"requests waiting for one model; more are answered 503 with Retry-After (default {Settings.max_queue})",
+    )
+    p.add_argument(
+        "--max-models",
+        type=int,
+        default=Settings.max_models,
+        metavar="N",
+        help=f"models served at once, the page's 'serve this run' included (default {Settings.max_models})",
     )
     p.add_argument(
         "--processes",

@@ -38,6 +38,8 @@ class Predictor:
     info: dict = field(default_factory=dict)  # model, parameters, test_accuracy, tta
     temperature: float = 1.0  # fitted on the run's validation split; the logits stay raw
     proto: object = None  # the ONNX model an "onnx" predictor runs (a server's other processes load it)
+    module: nn.Module | None = None  # the network a "torch" predictor runs, with its config (the same)
+    config: TrainConfig | None = None
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         return self.calibrated(self.logits(images))
@@ -106,6 +108,8 @@ def model_predictor(
             "torch",
             lambda images: predict_logits(model, images, tta=cfg.tta, tta_shift=cfg.tta_shift),
             info,
+            module=model,
+            config=cfg,
         )
     from fmnist.inference.onnx_export import to_onnx
 

@@ -28,8 +28,7 @@ from fmnist.serve import api, oip, runs
 from fmnist.serve.fastpath import InferFastPath
 from fmnist.serve.middleware import BodyLimit, Metrics, MetricsMiddleware
 from fmnist.serve.models import Models, load_models
-from fmnist.serve.processes import METRICS_ENV
-from fmnist.serve.settings import Settings
+from fmnist.serve.settings import METRICS_ENV, Settings
 
 DOCS_ASSETS = "/docs-assets"
 
@@ -40,7 +39,7 @@ def create_app(models: dict[str, Predictor] | list, settings: Settings | None = 
     settings = settings or Settings()
     loaded = models if isinstance(models, dict) else load_models(list(models))
     limiter = anyio.CapacityLimiter(settings.workers)
-    served = Models(loaded, settings.max_batch, settings.max_delay, limiter)
+    served = Models(loaded, settings.max_batch, settings.max_delay, limiter, settings.max_queue)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -56,6 +55,9 @@ def create_app(models: dict[str, Predictor] | list, settings: Settings | None = 
         "Protocol (v2) and a page at /.",
     )
     app.state.models, app.state.settings, app.state.metrics, app.state.limiter = served, settings, Metrics(), limiter
+    # The runs view and its loads (reading every run folder, an ONNX export) one at a time, apart
+    # from the model calls' slots: a listing or a load never stalls /predict and /infer.
+    app.state.runs_limiter = anyio.CapacityLimiter(1)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid)
     app.include_router(api.router)

@@ -10,6 +10,7 @@ import time
 
 import anyio
 import torch
+from fastapi import HTTPException
 
 from fmnist.inference.predictor import Predictor
 
@@ -17,8 +18,16 @@ from fmnist.inference.predictor import Predictor
 class Batcher:
     """The queue and the one consumer of a model; `max_batch` 1 runs every request alone."""
 
-    def __init__(self, predictor: Predictor, max_batch: int, max_delay: float, limiter: anyio.CapacityLimiter):
+    def __init__(
+        self,
+        predictor: Predictor,
+        max_batch: int,
+        max_delay: float,
+        limiter: anyio.CapacityLimiter,
+        max_queue: int = 1024,
+    ):
         self.predictor, self.max_batch, self.max_delay, self.limiter = predictor, max_batch, max_delay, limiter
+        self.max_queue = max_queue
         self.queue: asyncio.Queue | None = None
         self.loop: asyncio.AbstractEventLoop | None = None  # the queue's (a test client may start others)
         self.consumer: asyncio.Task | None = None
@@ -28,11 +37,15 @@ class Batcher:
     async def logits(self, images: torch.Tensor) -> torch.Tensor:
         """The model's logits for `images`, computed alone or in a batch with other requests'."""
         if self.max_batch <= 1:
+            if self.limiter.statistics().tasks_waiting >= self.max_queue:
+                raise overloaded(self.max_queue)
             return await anyio.to_thread.run_sync(self.predictor.logits, images, limiter=self.limiter)
         loop = asyncio.get_running_loop()
         if self.loop is not loop:
             self.queue, self.loop, self.held = asyncio.Queue(), loop, None
             self.consumer = loop.create_task(self._consume())
+        if self.queue.qsize() >= self.max_queue:  # overload: say so now, not after an ever longer wait
+            raise overloaded(self.max_queue)
         done = loop.create_future()
         await self.queue.put((images, done))
         return await done
@@ -83,3 +96,9 @@ class Batcher:
     def close(self) -> None:
         if self.consumer is not None:
             self.consumer.cancel()
+
+
+def overloaded(max_queue: int) -> HTTPException:
+    return HTTPException(
+        503, f"the model has {max_queue} requests waiting already: try again shortly", headers={"Retry-After": "1"}
+    )

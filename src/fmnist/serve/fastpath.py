@@ -52,9 +52,9 @@ class InferFastPath:
         try:
             content, headers = await infer_answer(state, name, b"".join(chunks), header)
             status = 200
-        except HTTPException as e:
-            content, headers, status = json.dumps({"error": str(e.detail)}).encode(), {}, e.status_code
-            headers = {"content-type": "application/json"}
+        except HTTPException as e:  # as the app's handler answers it: the JSON error, its headers (Retry-After)
+            content, status = json.dumps({"error": str(e.detail)}).encode(), e.status_code
+            headers = {"content-type": "application/json", **(e.headers or {})}
         raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
         raw.append((b"content-length", str(len(content)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": raw})

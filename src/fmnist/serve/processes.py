@@ -19,13 +19,15 @@ import os
 import tempfile
 from pathlib import Path
 
+from prometheus_client import multiprocess
+from uvicorn.supervisors import Multiprocess
+
 from fmnist.device import cores
 from fmnist.files import read_json, write_json
-from fmnist.inference.predictor import Predictor, load_predictor, onnx_predictor
-from fmnist.serve.settings import UVICORN, Settings
+from fmnist.inference.predictor import Predictor, load_predictor, model_predictor, onnx_predictor
+from fmnist.serve.settings import METRICS_ENV, UVICORN, Settings
 
 SPEC_ENV = "FMNIST_SERVE_SPEC"  # the folder a worker builds its app from
-METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multiprocess mode
 
 
 def write_spec(folder: Path, loaded: dict[str, Predictor], settings: Settings) -> None:
@@ -36,6 +38,12 @@ def write_spec(folder: Path, loaded: dict[str, Predictor], settings: Settings) -
         if p.proto is not None:
             entry["onnx"] = f"model-{i}.onnx"
             (folder / entry["onnx"]).write_bytes(p.proto.SerializeToString())
+        elif p.module is not None:  # the weights the command loaded and checked, not best.pt again
+            import torch
+
+            entry["torch"] = f"model-{i}.pt"
+            state = {"model": p.module.state_dict(), "config": dataclasses.asdict(p.config)}
+            torch.save(state, folder / entry["torch"])
         models.append(entry)
     write_json(folder / "spec.json", {"settings": dataclasses.asdict(settings), "models": models})
 
@@ -57,12 +65,29 @@ def read_spec(folder: Path) -> tuple[dict[str, Predictor], Settings]:
         if "onnx" in m:
             proto = onnx.load_from_string((folder / m["onnx"]).read_bytes())
             p = onnx_predictor(proto, m["name"], m["source"], m["info"], threads)
+        elif "torch" in m:
+            p = torch_predictor(folder / m["torch"], m["name"], m["source"], m["info"])
         else:
             p = load_predictor(m["source"], m["backend"])
             p.name = m["name"]
         p.temperature = m["temperature"]
         loaded[m["name"]] = warmed(p)
     return loaded, settings
+
+
+def torch_predictor(path: Path, name: str, source: str, info: dict) -> Predictor:
+    """A PyTorch predictor of the weights and config the command's process wrote to `path`."""
+    import torch
+
+    from fmnist.models import create_model
+    from fmnist.models.forward import prepare
+    from fmnist.training.config import make_config
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    cfg = make_config(state["config"])
+    model = create_model(cfg.model)
+    model.load_state_dict(state["model"])
+    return model_predictor(prepare(model, torch.device("cpu")).eval(), cfg, "torch", name, source, info)
 
 
 def app():
@@ -73,10 +98,20 @@ def app():
     return create_app(loaded, settings)
 
 
+class Supervisor(Multiprocess):
+    """uvicorn's supervisor, which also forgets a dead worker's gauges (its requests in flight
+    would stay in /metrics' sum for ever); its counters stay: those requests were answered."""
+
+    def keep_subprocess_alive(self) -> None:
+        before = {p.pid for p in self.processes}
+        super().keep_subprocess_alive()
+        for pid in before - {p.pid for p in self.processes}:
+            multiprocess.mark_process_dead(pid, os.environ[METRICS_ENV])
+
+
 def serve_processes(loaded: dict[str, Predictor], settings: Settings, host: str, port: int) -> None:
     """Serve `loaded` from settings.processes worker processes until interrupted."""
     import uvicorn
-    from uvicorn.supervisors import Multiprocess
 
     with tempfile.TemporaryDirectory(prefix="fmnist-serve-") as tmp:
         folder = Path(tmp)
@@ -88,6 +123,6 @@ def serve_processes(loaded: dict[str, Predictor], settings: Settings, host: str,
         )
         sock = config.bind_socket()
         try:
-            Multiprocess(config, sockets=[sock]).run()
+            Supervisor(config, sockets=[sock]).run()
         finally:
             sock.close()

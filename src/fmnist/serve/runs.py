@@ -7,11 +7,11 @@ from pathlib import Path
 
 import anyio
 from fastapi import APIRouter, HTTPException, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from fmnist.inference.predictor import load_predictor
 from fmnist.run.query import describe, find_runs, select, shown
-from fmnist.serve.models import warmed
+from fmnist.serve.models import resolved, warmed
 from fmnist.serve.schemas import ERRORS
 
 router = APIRouter(prefix="/runs")
@@ -33,7 +33,7 @@ def table(found: dict, served: dict[str, str]) -> list[dict]:
         row = describe(run)
         row["curve"] = [[h["epoch"], h["val_accuracy"]] for h in run.history_so_far()]
         row["servable"] = run.has_checkpoint()
-        row["served_as"] = served.get(str(run.path))
+        row["served_as"] = served.get(resolved(run.path))
         rows.append(row)
     return [shown(r) for r in select(rows, [], "val_accuracy")]
 
@@ -41,21 +41,35 @@ def table(found: dict, served: dict[str, str]) -> list[dict]:
 @router.get("", summary="the runs under the server's run folders, with their validation curves")
 async def runs(request: Request):
     state = request.app.state
-    served = {p.source: name for name, p in state.models.all().items()}
-    rows = await anyio.to_thread.run_sync(lambda: table(listed(request), served), limiter=state.limiter)
+    served = {resolved(p.source): name for name, p in state.models.all().items()}
+    rows = await anyio.to_thread.run_sync(lambda: table(listed(request), served), limiter=state.runs_limiter)
     return {"runs": rows}
 
 
-@router.post("/serve", responses=ERRORS, summary="serve a listed run beside the others")
-async def serve_run(body: ServeRequest, request: Request):
+@router.post(
+    "/serve",
+    responses={**ERRORS, 409: ERRORS[400]},
+    summary="serve a listed run beside the others",
+    openapi_extra={"requestBody": {"content": {"application/json": {"schema": ServeRequest.model_json_schema()}}}},
+)
+async def serve_run(request: Request):
     state = request.app.state
     if state.settings.processes > 1:
         raise HTTPException(409, "serving another run needs a server of one process (fmnist serve --processes 1)")
-    run = (await anyio.to_thread.run_sync(listed, request, limiter=state.limiter)).get(body.run)
+    body = serve_request(await request.body())  # read here, so the body limit's 413 reaches the client
+    run = (await anyio.to_thread.run_sync(listed, request, limiter=state.runs_limiter)).get(body.run)
     if run is None or not run.has_checkpoint():
         raise HTTPException(404, f"no tested run {body.run!r} among the listed runs")
-    for name, p in state.models.all().items():
-        if p.source == str(run.path):
-            return {"name": name}
-    predictor = await anyio.to_thread.run_sync(lambda: warmed(load_predictor(run.path)), limiter=state.limiter)
-    return {"name": state.models.add(predictor)}
+    load = lambda: warmed(load_predictor(run.path))  # noqa: E731
+    name = await state.models.load_once(run.path, load, state.runs_limiter, state.settings.max_models)
+    return {"name": name}
+
+
+def serve_request(body: bytes) -> ServeRequest:
+    try:
+        return ServeRequest.model_validate_json(body)
+    except ValidationError as e:
+        first = e.errors()[0]
+        status = 400 if first.get("type") == "json_invalid" else 422
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise HTTPException(status, f"{where}: {first.get('msg')}".lstrip(": ")) from None

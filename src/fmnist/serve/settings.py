@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from fmnist.data.images import MAX_PIXELS
 
+METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multiprocess mode (serve/processes.py)
 # How uvicorn runs the app, in one process or several: its faster event loop and HTTP parser.
 UVICORN = {"log_level": "warning", "loop": "uvloop", "http": "httptools"}
 
@@ -19,5 +20,7 @@ class Settings:
     max_batch: int = 64  # images a model answers at once for concurrent requests (1: no batching)
     max_delay: float = 0.001  # seconds a batch waits for more requests after its first
     workers: int = 2  # decodings and model calls at a time, off the event loop
+    max_queue: int = 1024  # requests waiting for one model; past it 503 with Retry-After, not a longer wait
+    max_models: int = 16  # models served at once, those the page's "serve this run" adds included
     processes: int = 1  # server processes on one port (serve/processes.py)
     runs_roots: tuple[str, ...] = ("runs", "sweeps", "audits")  # what the page's runs view lists
