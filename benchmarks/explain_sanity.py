@@ -1,7 +1,9 @@
-"""The sanity checks of each saliency method on trained runs, for BENCHMARKS.md ("Explanations"):
-(1) the share of test images whose predicted class loses more probability when their 10 % most
-salient pixels are deleted than when 10 % random ones are (passes at >= 0.8); (2) the mean Spearman
-rank correlation of the maps with those of the same architecture re-initialised (passes below 0.5).
+"""The sanity checks of each saliency method on trained runs, for BENCHMARKS.md ("Explanations"),
+counted over each image's garment pixels (explain/sanity.py says why): (1) the share of test images
+whose predicted class loses more probability when their 10 % most salient garment pixels are
+removed than when 10 % random garment pixels are (passes at >= 0.8); (2) the mean Spearman rank
+correlation over the garment of the maps with those of the model re-initialised layer by layer from
+the top (the last step: every layer re-initialised; passes below 0.5), with each step's figure.
 
     .venv/bin/python benchmarks/explain_sanity.py runs/study/shallow runs/study/simple_cnn ... --images 200
 """
@@ -29,7 +31,7 @@ def main() -> None:
     results = {}
     print(
         f"{'run':<24} {'method':<22} {'deletion passed':>15} {'salient drop':>12} {'random drop':>11} "
-        f"{'spearman':>8} {'s':>5}"
+        f"{'spearman':>8} {'s':>5}  cascade, top layer first"
     )
     for run in args.runs:
         for method in args.methods:
@@ -40,7 +42,8 @@ def main() -> None:
             d = r["deletion"]
             print(
                 f"{str(run):<24} {method:<22} {d['passed']:>15.3f} {d['salient_drop']:>12.3f} "
-                f"{d['random_drop']:>11.3f} {r['randomisation_spearman']:>8.3f} {r['seconds']:>5.0f}",
+                f"{d['random_drop']:>11.3f} {r['randomisation_spearman']:>8.3f} {r['seconds']:>5.0f}  "
+                + " ".join(f"{step['spearman']:.2f}" for step in r["cascade"]),
                 flush=True,
             )
     if args.json:

@@ -20,7 +20,8 @@ from PIL import Image
 from fmnist.data import CLASSES, load_fashion_mnist
 from fmnist.data.idx import encode_idx
 from fmnist.data.images import load_image
-from fmnist.explain.methods import DEFAULT_METHOD
+from fmnist.explain.methods import DEFAULT_METHOD, torch_forward
+from fmnist.explain.sanity import deletion_check, layers_top_down, rank_correlation
 from fmnist.inference.predictor import load_predictor
 from fmnist.jobs.evaluate import evaluate_run
 from fmnist.jobs.explain import sanity_checks
@@ -131,8 +132,28 @@ def test_the_explain_route_shows_where_each_model_looked_and_is_bounded(trained)
 def test_the_default_method_passes_both_sanity_checks_on_a_trained_cnn(trained):
     images = load_fashion_mnist(trained / "data", verify=False).test_images[:200]
     result = sanity_checks(trained / "run", images, [DEFAULT_METHOD])[DEFAULT_METHOD]
-    assert result["deletion"]["passed"] >= 0.8  # salient pixels matter more than random ones
+    assert result["deletion"]["passed"] >= 0.8  # salient garment pixels matter more than random ones
     assert result["randomisation_spearman"] < 0.5  # the maps depend on what the model learned
+    model, _, _ = RunFolder(trained / "run").load_model()
+    layers = [name for name, _ in layers_top_down(model)]
+    assert [step["layer"] for step in result["cascade"]] == layers and len(layers) >= 3  # top down
+    assert layers[0] == [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)][-1]
+
+
+def test_a_map_that_only_follows_the_garment_passes_neither_check(trained):
+    """Counted over all 784 pixels, a map of where the garment is (and nothing of the model) beat
+    random deletion and correlated with any other such map; counted over the garment, it does not."""
+    images = load_fashion_mnist(trained / "data", verify=False).test_images[:200].clone()
+    images[..., :, :12] = 0.0  # a black background beside the garment, as Fashion-MNIST's images have
+    model, _, _ = RunFolder(trained / "run").load_model()
+    forward = torch_forward(model)
+    with torch.no_grad():
+        target = forward(images).argmax(1)
+    gen = torch.Generator().manual_seed(0)
+    shape = (images.reshape(-1, 28, 28) > 0.02).float()  # where the garment is
+    a, b = (shape + 0.01 * torch.rand(shape.shape, generator=gen) for _ in range(2))
+    assert deletion_check(forward, images, a, target)["passed"] < 0.7
+    assert abs(rank_correlation(a, b, images)) < 0.2
 
 
 def test_explain_writes_an_overlay_per_image_and_the_maps(trained, tmp_path, capsys):

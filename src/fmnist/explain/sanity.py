@@ -1,19 +1,34 @@
-"""The sanity checks a saliency method must pass (Adebayo et al. 2018, and the deletion test):
+"""The sanity checks a saliency method must pass (Adebayo et al. 2018, and the deletion test),
+counted over each image's garment only: about half of a Fashion-MNIST image is black background,
+where deletion changes nothing and every map ties at zero, so counted over all 784 pixels any map
+that follows the garment passes both (the maps of a network as initialised correlated 0.76 with a
+trained one's that way).
 
-1. deleting each image's most salient pixels (set to black, the background) lowers the predicted
-   class's probability more than deleting as many random pixels;
-2. the maps of the same architecture with re-initialised weights are unlike the trained model's
-   (low Spearman rank correlation): a method whose maps survive randomisation shows the image's
-   edges, not the model's reasons.
+1. Deletion: removing (setting to black) the `fraction` most salient of an image's garment pixels
+   lowers the predicted class's probability more than removing as many random garment pixels.
+2. Randomisation, cascading from the top layer down: the layers are re-initialised one at a time
+   from the output towards the input, and after each the maps are compared with the trained
+   model's over the garment pixels (Spearman); a method whose maps survive the randomisation shows
+   the image's shape, not what the model learned.
 """
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 from scipy.stats import spearmanr
+from torch import nn
 
-from fmnist.explain.methods import Forward, saliency_maps
+from fmnist.explain.methods import Forward, saliency_maps, torch_forward
+
+GARMENT = 0.02  # a pixel brighter than this (5 of 255 grey levels) belongs to the garment
+
+
+def garment(images: torch.Tensor) -> torch.Tensor:
+    """bool [N, 784]: the pixels of each image that are not background."""
+    return images.reshape(len(images), -1) > GARMENT
 
 
 @torch.no_grad()
@@ -21,10 +36,15 @@ def _probability(forward: Forward, images: torch.Tensor, target: torch.Tensor) -
     return forward(images).softmax(1)[torch.arange(len(images)), target]
 
 
-def _deleted(images: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
-    flat = images.reshape(len(images), -1).clone()
-    flat.scatter_(1, pixels, 0.0)
-    return flat.reshape(images.shape)
+def _first_k(scores: torch.Tensor, allowed: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """bool [N, P]: each row's k[i] highest-scoring allowed pixels."""
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    rank = scores.argsort(dim=1, descending=True).argsort(dim=1)
+    return rank < k[:, None]
+
+
+def _deleted(images: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+    return images.reshape(len(images), -1).masked_fill(chosen, 0.0).reshape(images.shape)
 
 
 def deletion_check(
@@ -36,11 +56,12 @@ def deletion_check(
     seed: int = 0,
 ) -> dict:
     """The share of images whose predicted class loses more probability when their `fraction` most
-    salient pixels are deleted than when as many random pixels are."""
-    k = round(fraction * maps[0].numel())
-    salient = maps.reshape(len(maps), -1).argsort(dim=1, descending=True)[:, :k]
+    salient garment pixels are removed than when as many random garment pixels are."""
+    mask = garment(images)
+    k = (fraction * mask.sum(1)).round().long().clamp(min=1)
+    salient = _first_k(maps.reshape(len(maps), -1).float(), mask, k)
     gen = torch.Generator().manual_seed(seed)
-    random = torch.rand(len(maps), maps[0].numel(), generator=gen).argsort(dim=1)[:, :k]
+    random = _first_k(torch.rand(mask.shape, generator=gen), mask, k)
     before = _probability(forward, images, target)
     salient_drop = before - _probability(forward, _deleted(images, salient), target)
     random_drop = before - _probability(forward, _deleted(images, random), target)
@@ -48,17 +69,43 @@ def deletion_check(
         "passed": float((salient_drop > random_drop).float().mean()),
         "salient_drop": float(salient_drop.mean()),
         "random_drop": float(random_drop.mean()),
+        "pixels": "garment",
     }
 
 
-def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean Spearman correlation of paired maps (a constant map counts as uncorrelated)."""
-    values = [spearmanr(x.flatten().numpy(), y.flatten().numpy()).statistic for x, y in zip(a, b)]
-    return float(np.mean([0.0 if np.isnan(v) else v for v in values]))
+def rank_correlation(a: torch.Tensor, b: torch.Tensor, images: torch.Tensor) -> float:
+    """Mean Spearman correlation of paired maps over each image's garment pixels (a constant map
+    counts as uncorrelated)."""
+    mask = garment(images)
+    values = []
+    for x, y, m in zip(a.reshape(len(a), -1), b.reshape(len(b), -1), mask):
+        v = spearmanr(x[m].numpy(), y[m].numpy()).statistic if m.sum() > 2 else float("nan")
+        values.append(0.0 if np.isnan(v) else v)
+    return float(np.mean(values))
 
 
-def randomisation_check(
-    trained_maps: torch.Tensor, random_forward: Forward, images: torch.Tensor, target: torch.Tensor, method: str
-) -> float:
-    """Mean rank correlation of the trained model's maps with a re-initialised model's, same class."""
-    return rank_correlation(trained_maps, saliency_maps(random_forward, images, target, method))
+def layers_top_down(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The model's layers with weights of their own, from the output towards the input."""
+    own = [
+        (name, m)
+        for name, m in model.named_modules()
+        if hasattr(m, "reset_parameters") and any(True for _ in m.parameters(recurse=False))
+    ]
+    return list(reversed(own))
+
+
+def cascading_randomisation(
+    model: nn.Module, trained_maps: torch.Tensor, images: torch.Tensor, target: torch.Tensor, method: str, seed: int = 0
+) -> list[dict]:
+    """After re-initialising each layer in turn (top down, the ones above staying re-initialised):
+    the layer's name and the maps' rank correlation with the trained model's, over the garment."""
+    randomised = copy.deepcopy(model)
+    torch.manual_seed(seed)
+    steps = []
+    for name, layer in layers_top_down(randomised):
+        layer.reset_parameters()
+        if hasattr(layer, "reset_running_stats"):
+            layer.reset_running_stats()
+        maps = saliency_maps(torch_forward(randomised), images, target, method)
+        steps.append({"layer": name, "spearman": rank_correlation(trained_maps, maps, images)})
+    return steps

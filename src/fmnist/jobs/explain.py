@@ -14,10 +14,8 @@ from fmnist.data import CLASSES, load_fashion_mnist
 from fmnist.data.images import load_image
 from fmnist.errors import UsageError
 from fmnist.explain.methods import check_method, saliency_maps, torch_forward
-from fmnist.explain.sanity import deletion_check, randomisation_check
+from fmnist.explain.sanity import cascading_randomisation, deletion_check
 from fmnist.inference.predictor import load_predictor
-from fmnist.models import create_model
-from fmnist.models.forward import prepare
 from fmnist.reports.plots import overlay
 from fmnist.run.folder import RunFolder
 from fmnist.run.written import Folder
@@ -83,18 +81,20 @@ def explain_images(
 
 
 def sanity_checks(run_dir: Path, images: torch.Tensor, methods: list[str], seed: int = 0) -> dict:
-    """Both checks for each method on a run's model (for BENCHMARKS.md and the tests)."""
+    """Both checks for each method on a run's model, over the garment's pixels (for BENCHMARKS.md and
+    the tests): deletion against random deletion, and the randomisation cascading from the top
+    layer down (`randomisation_spearman`: once every layer is re-initialised)."""
     model, cfg, _ = RunFolder(run_dir).require().load_model()
     forward = torch_forward(model)
-    torch.manual_seed(seed)
-    random_forward = torch_forward(prepare(create_model(cfg.model), torch.device("cpu")))
     with torch.no_grad():
         target = forward(images).argmax(1)
     results = {}
     for method in methods:
         maps = saliency_maps(forward, images, target, method)
+        cascade = cascading_randomisation(model, maps, images, target, method, seed)
         results[method] = {
             "deletion": deletion_check(forward, images, maps, target, seed=seed),
-            "randomisation_spearman": randomisation_check(maps, random_forward, images, target, method),
+            "randomisation_spearman": cascade[-1]["spearman"],
+            "cascade": cascade,
         }
     return results
