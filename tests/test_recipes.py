@@ -164,10 +164,14 @@ def test_resume_mid_epoch_is_exact_with_schedule_augmentation_and_ema(data_dir, 
     StopAfter.steps = 20  # 216 images, batch 16: 14 steps per epoch, so this stops in epoch 2
     code, _, err = cli(capsys, *train_args(data_dir, tmp_path / "part", "resnet_fast", "--epochs", "3", *FEATURES))
     assert code == 130 and "step 6 of epoch 2" in err
+    stopped = load_checkpoint(tmp_path / "part" / "last.pt")
+    assert stopped["partial_elapsed"] > stopped["history"][-1]["elapsed"]  # the stopped epoch's seconds so far
     monkeypatch.undo()
     assert cli(capsys, "resume", tmp_path / "part", "--quiet")[0] == 0
     a = load_checkpoint(tmp_path / "full" / "last.pt")
     b = load_checkpoint(tmp_path / "part" / "last.pt")
+    # the resumed epoch's time counts what ran before the stop: time-to-accuracy does not under-report
+    assert b["history"][1]["elapsed"] >= stopped["partial_elapsed"] + b["history"][1]["seconds"]
     assert "scheduler" in a and "train_model" in a
     for key in ("model", "train_model"):  # the average and the raw weights, bit for bit
         assert all(torch.equal(a[key][k], b[key][k]) for k in a[key])
@@ -219,3 +223,16 @@ def test_a_failed_compilation_warns_and_trains_eagerly(data_dir, tmp_path, capsy
     assert "warning: --compile: compilation failed, training without it (InvalidCxxCompiler" in err
     assert "more detail" not in err
     assert json.loads((tmp_path / "c" / "metrics.json").read_text())["test_accuracy"] >= 0
+
+
+def test_the_weight_average_never_waits_for_the_device(monkeypatch):
+    from fmnist.training.setup import ema_update
+
+    averaged, current = [torch.zeros(3), torch.zeros(2)], [torch.ones(3), torch.ones(2)]
+
+    def no_sync(self):
+        raise AssertionError(".item() copies to the host and waits for the device")
+
+    monkeypatch.setattr(torch.Tensor, "item", no_sync)
+    ema_update(0.9)(averaged, current, torch.tensor(0.0))
+    assert torch.allclose(averaged[0], torch.full((3,), 0.9))  # (1 + 0) / (10 + 0) = 0.1 kept of the old

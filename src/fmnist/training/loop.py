@@ -202,6 +202,7 @@ def run_epoch(
     run.progress = train_with_bar(trainer, epoch_images, labels, order, cfg, run)
     seconds = time.perf_counter() - start
     if run.progress.step < steps:
+        run.elapsed += seconds  # kept with the checkpoint: a resumed run's time-to-accuracy counts it
         return None
     for module in {id(m): m for m in (trainer.model, trainer.eval_module)}.values():
         trainer.dist.average_buffers(module)  # BatchNorm's running statistics: the mean over processes

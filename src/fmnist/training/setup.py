@@ -69,7 +69,8 @@ def ema_update(decay: float):
             torch._foreach_copy_(averaged, current)
             return
         d = torch.clamp((1 + n) / (10 + n), max=decay).to(averaged[0].dtype)
-        torch._foreach_lerp_(averaged, current, (1 - d).item())
+        # The weight stays a tensor on the device: .item() would wait for the GPU at every step.
+        torch._foreach_lerp_(averaged, current, [1 - d] * len(averaged))
 
     return update
 
@@ -169,6 +170,7 @@ def compile_steps(trainer: Trainer, images: torch.Tensor, labels: torch.Tensor, 
     # Static shapes: a graph for the full batches and one for the last, smaller batch.
     trainer.compiled = torch.compile(trainer.stepped or model, dynamic=False)
     snapshot, rng = copy.deepcopy(model.state_dict()), torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if images.is_cuda else None  # dropout on the GPU draws there
     try:
         for size in sorted({batch_size, len(images) % batch_size or batch_size}):
             with trainer.autocast(images.device):
@@ -181,6 +183,8 @@ def compile_steps(trainer: Trainer, images: torch.Tensor, labels: torch.Tensor, 
     model.zero_grad(set_to_none=True)
     model.load_state_dict(snapshot)
     torch.set_rng_state(rng)
+    if cuda_rng is not None:
+        torch.cuda.set_rng_state_all(cuda_rng)
     if images.is_cuda:
         torch.cuda.synchronize(images.device)
     return time.perf_counter() - start

@@ -86,6 +86,7 @@ class RunState:
             p = self.progress
             state["partial"] = {"step": p.step, "losses": p.losses, "correct": p.correct}
             state["partial_generator"] = self.epoch_start
+            state["partial_elapsed"] = self.elapsed  # the stopped epoch's seconds so far count too
         return state
 
     @classmethod
@@ -116,4 +117,5 @@ class RunState:
         if "partial" in state:
             run.progress = EpochProgress(**state["partial"])
             run.epoch_start = state["partial_generator"]
+            run.elapsed = state.get("partial_elapsed", run.elapsed)
         return run
