@@ -6,11 +6,13 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from conftest import cli
 from PIL import Image
 
 from fmnist.data.dataset import CLASSES, SHA256, class_counts, load_fashion_mnist, locate
 from fmnist.data.idx import read_bytes
+from fmnist.data.images import load_image
 from fmnist.jobs.train import train_run
 from fmnist.models.forward import predict_logits
 from fmnist.run.folder import RunFolder
@@ -103,3 +105,12 @@ def test_the_exported_model_scores_the_runs_own_test_accuracy(trained_run, tmp_p
     code, out, _ = cli(capsys, "evaluate", tmp_path / "simple.onnx")
     assert code == 0 and f"test accuracy {recorded:.4f}" in out
     assert out.split("test accuracy ")[1].split(",")[0] == f"{recorded:.4f}"
+
+
+def test_every_test_image_saved_as_a_png_comes_back_as_itself(real, tmp_path):
+    images = real.test_images
+    for i in range(len(images)):
+        Image.fromarray((images[i, 0].numpy() * 255).round().astype(np.uint8)).save(tmp_path / f"{i}.png")
+    back = torch.stack([load_image(tmp_path / f"{i}.png") for i in range(len(images))])
+    changed = (back != images).flatten(1).any(1)
+    assert int(changed.sum()) == 0, f"{int(changed.sum())} of {len(images)} test images changed"

@@ -97,8 +97,12 @@ def to_grey(img: Image.Image) -> np.ndarray:
 
 
 def to_fashion_mnist(grey: np.ndarray) -> torch.Tensor:
-    """A 1×28×28 tensor: inverted if the background is light, cropped to the object, fitted, centred."""
+    """A 1×28×28 tensor: inverted if the background is light, cropped to the object, fitted, centred.
+    An image already in the dataset's form (28×28, dark background) is taken as it is: cropped and
+    fitted again, one in seven of the test images moved by a pixel and changed its answer."""
     border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    if grey.shape == (SIZE, SIZE) and np.median(border) <= 0.5:
+        return torch.from_numpy(np.ascontiguousarray(grey, dtype=np.float32)).unsqueeze(0)
     if np.median(border) > 0.5:
         grey = 1.0 - grey
     grey = grey - np.median(np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]]))
