@@ -17,7 +17,7 @@ from pathlib import Path
 
 from fmnist.data import load_fashion_mnist
 from fmnist.explain.methods import METHODS
-from fmnist.jobs.explain import sanity_checks
+from fmnist.measure.sanity import sanity_checks
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ from PIL import Image
 
 from fmnist.data import load_fashion_mnist
 from fmnist.jobs.bench import machine
-from fmnist.serve.load import Call, run_load
+from fmnist.measure.load import Call, run_load
 
 
 def main() -> None:

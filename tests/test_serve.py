@@ -24,8 +24,8 @@ from fmnist.data.images import load_image_bytes
 from fmnist.errors import FmnistError
 from fmnist.inference.predictor import load_predictor
 from fmnist.jobs.predict import predict_files
+from fmnist.measure.load import Call, run_load
 from fmnist.serve import Settings, create_app
-from fmnist.serve.load import Call, run_load
 
 
 def wait_ready(client, seconds=60):

@@ -24,7 +24,7 @@ from fmnist.explain.methods import DEFAULT_METHOD, torch_forward
 from fmnist.explain.sanity import deletion_check, layers_top_down, rank_correlation
 from fmnist.inference.predictor import load_predictor
 from fmnist.jobs.evaluate import evaluate_run
-from fmnist.jobs.explain import sanity_checks
+from fmnist.measure.sanity import sanity_checks
 from fmnist.run.folder import RunFolder
 from fmnist.serve import Settings, create_app
 

@@ -1,6 +1,6 @@
 """`fmnist explain`: where a model looked, per image, for the class it predicted: an overlay PNG per
 image and saliency.npy (float32 [N, 28, 28]), for a run folder (any method) or an .onnx file
-(occlusion), and the sanity checks of a method on a run (explain/sanity.py)."""
+(occlusion)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from fmnist.data import CLASSES, load_fashion_mnist
 from fmnist.data.images import load_image
 from fmnist.errors import UsageError
 from fmnist.explain.methods import check_method, saliency_maps, torch_forward
-from fmnist.explain.sanity import cascading_randomisation, deletion_check
 from fmnist.inference.predictor import load_predictor
 from fmnist.reports.plots import overlay
 from fmnist.run.folder import RunFolder
@@ -77,24 +76,4 @@ def explain_images(
         overlay(image, m, f"{name}: {label} {p:.1%}\n({method})", folder.record(png))
         results.append({"file": name, "overlay": png, "label": label, "probability": p})
     folder.write_json("explain.json", {"source": str(source), "method": method, "images": results})
-    return results
-
-
-def sanity_checks(run_dir: Path, images: torch.Tensor, methods: list[str], seed: int = 0) -> dict:
-    """Both checks for each method on a run's model, over the garment's pixels (for BENCHMARKS.md and
-    the tests): deletion against random deletion, and the randomisation cascading from the top
-    layer down (`randomisation_spearman`: once every layer is re-initialised)."""
-    model, cfg, _ = RunFolder(run_dir).require().load_model()
-    forward = torch_forward(model)
-    with torch.no_grad():
-        target = forward(images).argmax(1)
-    results = {}
-    for method in methods:
-        maps = saliency_maps(forward, images, target, method)
-        cascade = cascading_randomisation(model, maps, images, target, method, seed)
-        results[method] = {
-            "deletion": deletion_check(forward, images, maps, target, seed=seed),
-            "randomisation_spearman": cascade[-1]["spearman"],
-            "cascade": cascade,
-        }
     return results
