@@ -8,10 +8,10 @@ from pathlib import Path
 
 from fmnist.data import FashionMNIST, stratified_split
 from fmnist.explain.methods import DEFAULT_METHOD, saliency_maps, torch_forward
+from fmnist.inference.calibration import calibrate
 from fmnist.inference.predictor import Predictor
 from fmnist.models.forward import predict_logits
 from fmnist.reports import plots
-from fmnist.inference.calibration import calibrate
 from fmnist.reports.diagnostics import check_run
 from fmnist.reports.html import write_run_report
 from fmnist.reports.metrics import metrics_from_logits
