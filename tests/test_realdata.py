@@ -2,6 +2,7 @@
 `make test` installs it first (see the Makefile's data target)."""
 
 import hashlib
+import io
 import json
 
 import numpy as np
@@ -12,7 +13,7 @@ from PIL import Image
 
 from fmnist.data.dataset import CLASSES, SHA256, class_counts, load_fashion_mnist, locate
 from fmnist.data.idx import read_bytes
-from fmnist.data.images import load_image
+from fmnist.data.images import load_image_bytes
 from fmnist.jobs.train import train_run
 from fmnist.models.forward import predict_logits
 from fmnist.run.folder import RunFolder
@@ -107,10 +108,14 @@ def test_the_exported_model_scores_the_runs_own_test_accuracy(trained_run, tmp_p
     assert out.split("test accuracy ")[1].split(",")[0] == f"{recorded:.4f}"
 
 
-def test_every_test_image_saved_as_a_png_comes_back_as_itself(real, tmp_path):
-    images = real.test_images
-    for i in range(len(images)):
-        Image.fromarray((images[i, 0].numpy() * 255).round().astype(np.uint8)).save(tmp_path / f"{i}.png")
-    back = torch.stack([load_image(tmp_path / f"{i}.png") for i in range(len(images))])
+def png_bytes(image: torch.Tensor) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray((image[0].numpy() * 255).round().astype(np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_every_test_image_saved_as_a_png_comes_back_as_itself(real):
+    images = real.test_images  # each PNG file's bytes, read by predict's (and the server's) preprocessing
+    back = torch.stack([load_image_bytes(png_bytes(x), f"{i}.png") for i, x in enumerate(images)])
     changed = (back != images).flatten(1).any(1)
     assert int(changed.sum()) == 0, f"{int(changed.sum())} of {len(images)} test images changed"
