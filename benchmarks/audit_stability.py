@@ -3,7 +3,8 @@ averaged cross-validations grows, for BENCHMARKS.md. Three audits at `--repeats 
 settings otherwise): the real data with seeds 0 and 1, and the real data with `--flip` training
 labels planted (seed 0, so its folds and seeds are the first audit's: only the labels differ).
 Each audit keeps every cross-validation's out-of-sample probabilities, so the flags of the first
-r = 1..R averaged are found again here (cleanlab, as the audit does) and scored:
+r = 1..R averaged are found again here (cleanlab, as the audit does, by each --filter-by rule) and
+scored:
 
 - agreement: Jaccard of the two seeds' flagged training images (r = 1 is the audit before repeats);
 - recall: planted labels flagged, of those planted;
@@ -30,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from audit_noise import write_flipped  # noqa: E402
 
-from fmnist.audit.labels import label_issues  # noqa: E402
+from fmnist.audit.labels import FILTER_BY, label_issues  # noqa: E402
 from fmnist.data import load_fashion_mnist  # noqa: E402
 
 
@@ -46,14 +47,14 @@ def audit(out: Path, seed: int, repeats: int, data_dir: str | None, skip: bool) 
     return time.perf_counter() - started
 
 
-def flags_by_prefix(out: Path, labels: np.ndarray) -> list[set[int]]:
+def flags_by_prefix(out: Path, labels: np.ndarray, filter_by: str) -> list[set[int]]:
     """The flagged training images of the first r cross-validations averaged, for each r."""
     repeats = np.load(out / "probabilities.npz")["train_repeats"].astype(np.float64)
     found = []
     for r in range(1, len(repeats) + 1):
         probs = repeats[:r].mean(0)
         probs /= probs.sum(1, keepdims=True)  # half precision: rows sum to 1 within 1e-3 only
-        found.append({row["index"] for row in label_issues("train", labels, probs.astype(np.float32))})
+        found.append({row["index"] for row in label_issues("train", labels, probs.astype(np.float32), filter_by)})
     return found
 
 
@@ -63,6 +64,12 @@ def main() -> None:
     parser.add_argument("--flip", type=int, default=300)
     parser.add_argument("--out", default="audits/stability")
     parser.add_argument("--skip-audit", action="store_true", help="score the audits already in --out")
+    parser.add_argument(
+        "--filter-by",
+        nargs="+",
+        default=[FILTER_BY],
+        help="cleanlab rules to score (prune_by_noise_rate prune_by_class both confident_learning ...)",
+    )
     args = parser.parse_args()
     root = Path(args.out)
     labels = load_fashion_mnist(download=False, progress=False).train_labels.numpy()
@@ -73,13 +80,22 @@ def main() -> None:
         flipped = write_flipped(Path(tmp), args.flip, 0)
         noisy = load_fashion_mnist(Path(tmp), verify=False, download=False, progress=False).train_labels.numpy()
         seconds["planted"] = audit(root / "planted", 0, args.repeats, tmp, args.skip_audit)
-    a, b = flags_by_prefix(root / "seed-0", labels), flags_by_prefix(root / "seed-1", labels)
-    planted = flags_by_prefix(root / "planted", noisy)
     rows = []
-    for r in range(args.repeats):
+    for rule in args.filter_by:
+        a, b = flags_by_prefix(root / "seed-0", labels, rule), flags_by_prefix(root / "seed-1", labels, rule)
+        planted = flags_by_prefix(root / "planted", noisy, rule)
+        rows += score(rule, a, b, planted, flipped)
+    json.dump({"flipped": len(flipped), "audit_seconds": seconds, "by_repeats": rows}, sys.stdout, indent=1)
+    print()
+
+
+def score(rule: str, a: list[set], b: list[set], planted: list[set], flipped: set[int]) -> list[dict]:
+    rows = []
+    for r in range(len(a)):
         beyond = planted[r] - a[r]
         rows.append(
             {
+                "filter_by": rule,
                 "repeats": r + 1,
                 "flagged_seed_0": len(a[r]),
                 "flagged_seed_1": len(b[r]),
@@ -91,8 +107,7 @@ def main() -> None:
                 "precision_beyond_unchanged": len(beyond & flipped) / max(1, len(beyond)),
             }
         )
-    json.dump({"flipped": len(flipped), "audit_seconds": seconds, "by_repeats": rows}, sys.stdout, indent=1)
-    print()
+    return rows
 
 
 if __name__ == "__main__":

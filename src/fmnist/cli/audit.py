@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fmnist.cli.flags import add_train_flags, config_from
 
-REPEATS = 4  # as fmnist.jobs.audit.REPEATS, which this module does not import (torch) to build --help
+REPEATS = 5  # as fmnist.jobs.audit.REPEATS, which this module does not import (torch) to build --help
 
 
 def cmd_audit(args) -> int:

@@ -7,7 +7,7 @@ the out-of-sample probabilities averaged: one repetition's flags move with its m
 variation (two audits that differ only in their seed agreed on half their flags), the average's
 far less (BENCHMARKS.md, "Auditing the data").
 
-    run_audit(make_config(read_recipe("fast")), Path("audits/fast"), folds=5, repeats=4)
+    run_audit(make_config(read_recipe("fast")), Path("audits/fast"), folds=5, repeats=5)
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from fmnist.run.tracking import check_tracking
 from fmnist.training.config import TrainConfig
 from fmnist.training.setup import check_trainable
 
-REPEATS = 4  # cross-validations averaged by default: chosen on agreement and planted noise (BENCHMARKS.md)
+REPEATS = 5  # cross-validations averaged by default: chosen on agreement and planted noise (BENCHMARKS.md)
 
 
 def probabilities(run: RunFolder, images: torch.Tensor) -> np.ndarray:
