@@ -25,6 +25,7 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--images", type=int, default=200, help="the first N test images")
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--stages", type=int, help="cascade depths measured (default: after every layer)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     images = load_fashion_mnist(download=False, progress=False).test_images[: args.images]
@@ -36,7 +37,7 @@ def main() -> None:
     for run in args.runs:
         for method in args.methods:
             started = time.perf_counter()
-            r = sanity_checks(run, images, [method])[method]
+            r = sanity_checks(run, images, [method], stages=args.stages)[method]
             r["seconds"] = time.perf_counter() - started
             results.setdefault(str(run), {})[method] = r
             d = r["deletion"]

@@ -201,3 +201,10 @@ def test_explain_writes_an_overlay_per_image_and_the_maps(trained, tmp_path, cap
     assert not any((tmp_path / d).exists() for d in ("o1", "o2", "o3"))
     occluded = ["explain", trained / "model.onnx", "--test", "2", "--out", tmp_path / "o4"]  # default: occlusion
     assert cli(capsys, *occluded, *flags)[0] == 0 and np.load(tmp_path / "o4" / "saliency.npy").shape == (2, 28, 28)
+
+
+def test_a_staged_cascade_measures_the_top_layer_even_depths_and_the_whole_network():
+    from fmnist.explain.sanity import measured_at
+
+    assert measured_at(12, 4) == {0, 4, 7, 11} and measured_at(3, 4) == {0, 1, 2} and measured_at(9, 2) == {0, 8}
+    assert all(max(measured_at(n, 4)) == n - 1 and 0 in measured_at(n, 4) for n in range(1, 20))

@@ -95,17 +95,35 @@ def layers_top_down(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def cascading_randomisation(
-    model: nn.Module, trained_maps: torch.Tensor, images: torch.Tensor, target: torch.Tensor, method: str, seed: int = 0
+    model: nn.Module,
+    trained_maps: torch.Tensor,
+    images: torch.Tensor,
+    target: torch.Tensor,
+    method: str,
+    seed: int = 0,
+    stages: int | None = None,
 ) -> list[dict]:
-    """After re-initialising each layer in turn (top down, the ones above staying re-initialised):
-    the layer's name and the maps' rank correlation with the trained model's, over the garment."""
+    """The layers re-initialised in turn, top down (the ones above staying re-initialised); after
+    each (or, with `stages`, after the top layer, at evenly spaced depths and after the last: maps
+    cost a pass over every image each) the layer's name and the maps' rank correlation with the
+    trained model's, over the garment. The last entry is the network fully re-initialised."""
     randomised = copy.deepcopy(model)
+    layers = layers_top_down(randomised)
+    measured = set(range(len(layers))) if stages is None else measured_at(len(layers), stages)
     torch.manual_seed(seed)
     steps = []
-    for name, layer in layers_top_down(randomised):
+    for i, (name, layer) in enumerate(layers):
         layer.reset_parameters()
         if hasattr(layer, "reset_running_stats"):
             layer.reset_running_stats()
-        maps = saliency_maps(torch_forward(randomised), images, target, method)
-        steps.append({"layer": name, "spearman": rank_correlation(trained_maps, maps, images)})
+        if i in measured:
+            maps = saliency_maps(torch_forward(randomised), images, target, method)
+            steps.append({"layer": name, "spearman": rank_correlation(trained_maps, maps, images)})
     return steps
+
+
+def measured_at(layers: int, stages: int) -> set[int]:
+    """`stages` layer indices from the top one to the last, evenly spaced."""
+    if stages < 2 or layers <= stages:
+        return set(range(layers)) if stages >= layers else {0, layers - 1}
+    return {round(k * (layers - 1) / (stages - 1)) for k in range(stages)}

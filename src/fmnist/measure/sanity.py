@@ -12,7 +12,9 @@ from fmnist.explain.sanity import cascading_randomisation, deletion_check
 from fmnist.run.folder import RunFolder
 
 
-def sanity_checks(run_dir: Path, images: torch.Tensor, methods: list[str], seed: int = 0) -> dict:
+def sanity_checks(
+    run_dir: Path, images: torch.Tensor, methods: list[str], seed: int = 0, stages: int | None = None
+) -> dict:
     """Both checks for each method on a run's model, over the garment's pixels (for BENCHMARKS.md and
     the tests): deletion against random deletion, and the randomisation cascading from the top
     layer down (`randomisation_spearman`: once every layer is re-initialised)."""
@@ -23,7 +25,7 @@ def sanity_checks(run_dir: Path, images: torch.Tensor, methods: list[str], seed:
     results = {}
     for method in methods:
         maps = saliency_maps(forward, images, target, method)
-        cascade = cascading_randomisation(model, maps, images, target, method, seed)
+        cascade = cascading_randomisation(model, maps, images, target, method, seed, stages)
         results[method] = {
             "deletion": deletion_check(forward, images, maps, target, seed=seed),
             "randomisation_spearman": cascade[-1]["spearman"],
