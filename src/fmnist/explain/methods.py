@@ -16,7 +16,7 @@ from fmnist.errors import UsageError
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 METHODS = ("occlusion", "integrated_gradients", "saliency")
-DEFAULT_METHOD = "occlusion"  # BENCHMARKS.md, "Explanations": it passes both checks best
+DEFAULT_METHOD = "occlusion"  # BENCHMARKS.md, "Explanations": counted over the garment, it passes both best
 BLACK_BOX = ("occlusion",)  # what works without gradients (an ONNX Runtime session)
 BATCH = 50
 
