@@ -47,9 +47,43 @@ def audit(out: Path, seed: int, repeats: int, data_dir: str | None, skip: bool) 
     return time.perf_counter() - started
 
 
+def extend(out: Path, seed: int, start: int, stop: int, data_dir: str | None) -> None:
+    """Cross-validations start+1..stop of the audit in `out`, as `fmnist audit --repeats stop`
+    would run them (the same folds, seeds and runs: run_audit's own calls), kept in `more.npz`
+    beside its probabilities; the runs themselves are not kept."""
+    import dataclasses
+
+    import torch
+
+    from fmnist.audit.folds import fold_indices
+    from fmnist.jobs.audit import probabilities, repeat_seed
+    from fmnist.jobs.train import train_run
+    from fmnist.run.folder import load_data
+    from fmnist.training.config import make_config, read_recipe
+
+    where = {"data_dir": data_dir, "verify": False} if data_dir else {}
+    cfg = make_config(read_recipe("fast"), {"seed": seed, "quiet": True, **where})
+    data = load_data(cfg)
+    more = np.zeros((stop - start, len(data.train_labels), 10), np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(start, stop):
+            repeat_cfg = dataclasses.replace(cfg, seed=repeat_seed(seed, r))
+            for k, held in enumerate(fold_indices(data.train_labels, 5, repeat_cfg.seed), 1):
+                run = Path(tmp) / f"fold-{k}-repeat-{r + 1}"
+                train_run(dataclasses.replace(repeat_cfg, exclude=held.tolist()), run, overwrite=True, data=data)
+                from fmnist.run.folder import RunFolder
+
+                both = probabilities(RunFolder(run), torch.cat([data.train_images[held], data.test_images]))
+                more[r - start, held] = both[: len(held)]
+                print(f"{out.name}: repeat {r + 1}, fold {k}", file=sys.stderr, flush=True)
+    np.savez(out / "more.npz", train_repeats=more.astype(np.float16))
+
+
 def flags_by_prefix(out: Path, labels: np.ndarray, filter_by: str) -> list[set[int]]:
     """The flagged training images of the first r cross-validations averaged, for each r."""
     repeats = np.load(out / "probabilities.npz")["train_repeats"].astype(np.float64)
+    if (out / "more.npz").is_file():  # cross-validations added by --extend
+        repeats = np.concatenate([repeats, np.load(out / "more.npz")["train_repeats"].astype(np.float64)])
     found = []
     for r in range(1, len(repeats) + 1):
         probs = repeats[:r].mean(0)
@@ -65,6 +99,9 @@ def main() -> None:
     parser.add_argument("--out", default="audits/stability")
     parser.add_argument("--skip-audit", action="store_true", help="score the audits already in --out")
     parser.add_argument(
+        "--extend", type=int, metavar="R", help="add cross-validations up to R to each audit (as --repeats R would)"
+    )
+    parser.add_argument(
         "--filter-by",
         nargs="+",
         default=[FILTER_BY],
@@ -76,10 +113,15 @@ def main() -> None:
     seconds = {}
     seconds["seed-0"] = audit(root / "seed-0", 0, args.repeats, None, args.skip_audit)
     seconds["seed-1"] = audit(root / "seed-1", 1, args.repeats, None, args.skip_audit)
+    if args.extend:
+        for name, seed in (("seed-0", 0), ("seed-1", 1)):
+            extend(root / name, seed, args.repeats, args.extend, None)
     with tempfile.TemporaryDirectory() as tmp:
         flipped = write_flipped(Path(tmp), args.flip, 0)
         noisy = load_fashion_mnist(Path(tmp), verify=False, download=False, progress=False).train_labels.numpy()
         seconds["planted"] = audit(root / "planted", 0, args.repeats, tmp, args.skip_audit)
+        if args.extend:
+            extend(root / "planted", 0, args.repeats, args.extend, tmp)
     rows = []
     for rule in args.filter_by:
         a, b = flags_by_prefix(root / "seed-0", labels, rule), flags_by_prefix(root / "seed-1", labels, rule)
