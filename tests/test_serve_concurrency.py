@@ -109,6 +109,16 @@ def test_a_run_served_at_start_by_another_spelling_is_listed_as_served(runs):
         assert len(c.get("/models").json()["models"]) == 1
 
 
+def test_a_listed_run_that_cannot_be_loaded_is_a_4xx(runs, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(runs / "simple_cnn", broken)
+    (broken / "best.pt").write_bytes(b"not a checkpoint")
+    with TestClient(create_app([runs / "shallow"], Settings(runs_roots=(str(tmp_path),)))) as c:
+        r = c.post("/runs/serve", json={"run": str(broken)})
+        assert r.status_code == 422 and f"cannot serve {broken}" in r.json()["error"], r.text
+        assert [m["name"] for m in c.get("/models").json()["models"]] == ["shallow"]
+
+
 def test_the_models_served_are_capped(runs):
     with TestClient(create_app([runs / "shallow"], Settings(runs_roots=(str(runs),), max_models=1))) as c:
         r = c.post("/runs/serve", json={"run": str(runs / "simple_cnn")})

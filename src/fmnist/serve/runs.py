@@ -9,6 +9,7 @@ import anyio
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field, ValidationError
 
+from fmnist.errors import FmnistError
 from fmnist.inference.predictor import load_predictor
 from fmnist.run.query import describe, find_runs, select, shown
 from fmnist.serve.models import resolved, warmed
@@ -61,7 +62,10 @@ async def serve_run(request: Request):
     if run is None or not run.has_checkpoint():
         raise HTTPException(404, f"no tested run {body.run!r} among the listed runs")
     load = lambda: warmed(load_predictor(run.path))  # noqa: E731
-    name = await state.models.load_once(run.path, load, state.runs_limiter, state.settings.max_models)
+    try:
+        name = await state.models.load_once(run.path, load, state.runs_limiter, state.settings.max_models)
+    except FmnistError as e:  # a listed run whose files cannot be served (a damaged checkpoint, say)
+        raise HTTPException(422, f"cannot serve {body.run}: {e}") from None
     return {"name": name}
 
 
