@@ -134,6 +134,12 @@ def add_parsers(sub) -> None:
         help=f"for run folders: torch or onnx (default {DEFAULT_BACKEND}, the faster one measured); "
         ".onnx files always run on ONNX Runtime",
     )
+    add_limit_flags(p.add_argument_group("limits and scale"))
+    p.set_defaults(func=cmd_serve)
+
+
+def add_limit_flags(p) -> None:
+    """What a request, a model's queue and the server may hold, and how many processes answer."""
     p.add_argument(
         "--max-body-mb",
         type=float,
@@ -178,4 +184,3 @@ def add_parsers(sub) -> None:
         help="server processes answering on the port, each with every model and its share of the cores "
         f"(default {Settings.processes}; more answer more requests on a machine of several cores, see BENCHMARKS.md)",
     )
-    p.set_defaults(func=cmd_serve)
