@@ -5,9 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from fmnist.audit import REPEATS
 from fmnist.cli.flags import add_train_flags, config_from
-
-REPEATS = 5  # as fmnist.jobs.audit.REPEATS, which this module does not import (torch) to build --help
 
 
 def cmd_audit(args) -> int:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fmnist.audit import duplicates, labels
+from fmnist.audit import REPEATS, duplicates, labels
 from fmnist.audit.folds import fold_indices
 from fmnist.data import FashionMNIST, fingerprint, stratified_split
 from fmnist.device import resolve_device
@@ -37,8 +37,6 @@ from fmnist.run.folder import RunFolder, load_data
 from fmnist.run.tracking import check_tracking
 from fmnist.training.config import TrainConfig
 from fmnist.training.setup import check_trainable
-
-REPEATS = 5  # cross-validations averaged by default: chosen on agreement and planted noise (BENCHMARKS.md)
 
 
 def probabilities(run: RunFolder, images: torch.Tensor) -> np.ndarray:
@@ -83,17 +81,14 @@ def run_audit(
     data = load_data(cfg)
     if repeats < 1:
         raise UsageError(f"--repeats {repeats}: give 1 or more")
-    splits = [
-        check_audit(dataclasses.replace(cfg, seed=repeat_seed(cfg.seed, r)), data, folds, similarity)
-        for r in range(repeats)
-    ]
+    repeat_cfgs = [dataclasses.replace(cfg, seed=repeat_seed(cfg.seed, r)) for r in range(repeats)]
+    splits = [check_audit(c, data, folds, similarity) for c in repeat_cfgs]
     audit.prepare(overwrite)
     started, summary = time.perf_counter(), {"folds": []}
     n_train, labels = len(data.train_labels), data.train_labels.numpy()
     per_repeat = np.zeros((repeats, n_train, 10), np.float32)
     test_probs = np.zeros((len(data.test_labels), 10), np.float64)
-    for r, parts in enumerate(splits):
-        repeat_cfg = dataclasses.replace(cfg, seed=repeat_seed(cfg.seed, r))
+    for r, (repeat_cfg, parts) in enumerate(zip(repeat_cfgs, splits)):
         for k, held in enumerate(parts, 1):
             run = audit.run(f"fold-{k}" if r == 0 else f"fold-{k}-repeat-{r + 1}")
             train_run(dataclasses.replace(repeat_cfg, exclude=held.tolist()), run.path, overwrite=True, data=data)

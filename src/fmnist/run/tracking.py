@@ -50,9 +50,8 @@ def check_tracking(track: str) -> None:
     kind, _, where = track.partition(":")
     if kind not in ("mlflow", "tensorboard"):
         return
-    needs = {"mlflow": "mlflow", "tensorboard": "tensorboard"}[kind]
-    if importlib.util.find_spec(needs) is None:
-        raise UsageError(f"--track {kind} needs the {needs} package: pip install 'fmnist[track]'")
+    if importlib.util.find_spec(kind) is None:  # each backend's package is named as the backend
+        raise UsageError(f"--track {kind} needs the {kind} package: pip install 'fmnist[track]'")
     folder = Path(where or DEFAULT_EVENTS) if kind == "tensorboard" else sqlite_folder(where or DEFAULT_URI)
     if folder is None:
         return
