@@ -69,6 +69,16 @@ def isolated_cache(tmp_path_factory, monkeypatch):
     return cache / "fmnist"
 
 
+@pytest.fixture(autouse=True)
+def untrusted(monkeypatch):
+    """No test trusts network code unless it says so: neither by the environment nor by a class
+    an earlier test of the same process named (the process's trusted digests are emptied)."""
+    from fmnist.models import code
+
+    monkeypatch.delenv(code.TRUST_ENV, raising=False)
+    monkeypatch.setattr(code, "TRUSTED", set())
+
+
 @pytest.fixture
 def synth_dir(tmp_path) -> Path:
     write_dataset(tmp_path / "synth")

@@ -28,6 +28,7 @@ from fmnist.run.checkpoint import load_checkpoint
 from fmnist.run.folder import RunFolder
 from fmnist.run.study import StudyFolder
 from fmnist.stops import Diverged, Interrupted, Pruned
+from fmnist.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -383,7 +384,7 @@ def test_bench_measures_through_the_loader_with_each_models_own_peak(monkeypatch
     built = []
     real = bench.model_predictor
     monkeypatch.setattr(bench, "model_predictor", lambda *a, **k: built.append(a[2]) or real(*a, **k))
-    predictors = bench.predictors_for("shallow", ["torch", "onnx"], torch.device("cpu"))
+    predictors = bench.predictors_for(TrainConfig(model="shallow"), ["torch", "onnx"], torch.device("cpu"))
     assert built == ["torch", "onnx"] and [p.backend for p in predictors.values()] == ["torch", "onnx"]
     if not bench.reset_peak_rss():
         pytest.fail("this Linux cannot reset the peak resident memory (/proc/self/clear_refs)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fmnist.cli.flags import add_data_flags
+from fmnist.cli.flags import NetArg, add_data_flags
 from fmnist.errors import UsageError
 from fmnist.inference.predictor import BACKENDS
 from fmnist.models.study import STUDY_MODELS
@@ -30,11 +30,34 @@ def cmd_data(args) -> int:
 def cmd_models(args) -> int:
     from fmnist.models import count_params, create_model, describe, flops_per_image, list_models
 
+    if args.network:
+        return show_network(args.network, args.net_args or {})
+    if args.net_args:
+        raise UsageError("--net-arg goes with a network file or class: fmnist models FILE --net-arg NAME=VALUE")
     print(f"{'model':<12} {'params':>10} {'MFLOP/img':>10}  description")
     for name in list_models():
         model = create_model(name)
         flops = flops_per_image(model)["forward"] / 1e6
         print(f"{name:<12} {count_params(model):>10,} {flops:>10.2f}  {describe(name)}")
+    return 0
+
+
+def show_network(model: str, net_args: dict) -> int:
+    """One network's layers (index, type, output shape, parameters), total parameters and FLOPs."""
+    from fmnist.models import count_params, describe, flops_per_image
+    from fmnist.models.network import create_network, module_rows, network_rows, resolve_network
+    from fmnist.training.config import TrainConfig
+
+    cfg = resolve_network(TrainConfig(model=model, net_args=net_args))
+    network = create_network(cfg)
+    rows = network_rows(cfg) or module_rows(network)
+    description = (cfg.network or {}).get("description", "") or (describe(cfg.model) if not cfg.network else "")
+    print(f"{cfg.model}" + (f": {description}" if description else ""))
+    print(f"{'layer':<6} {'type':<24} {'output':>12} {'params':>10}")
+    for index, kind, shape, params in rows:
+        print(f"{index:<6} {kind:<24} {'×'.join(map(str, shape)):>12} {params:>10,}")
+    flops = flops_per_image(network)["forward"]
+    print(f"total {count_params(network):,} parameters, {flops / 1e6:.2f} MFLOP per image (forward)")
     return 0
 
 
@@ -90,7 +113,16 @@ def add_parsers(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no download progress bar")
     p.set_defaults(func=cmd_data)
 
-    p = sub.add_parser("models", help="list the registered models with parameters and FLOPs")
+    p = sub.add_parser(
+        "models", help="list the registered models with parameters and FLOPs, or show one network's layers"
+    )
+    p.add_argument(
+        "network",
+        nargs="?",
+        metavar="MODEL|FILE.toml|FILE.py:Class",
+        help="show this network's layer table (a registered model, a network file or a class)",
+    )
+    p.add_argument("--net-arg", dest="net_args", action=NetArg, metavar="NAME=VALUE", help="the network's arguments")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("bench", help="measure training and prediction speed on the real data")

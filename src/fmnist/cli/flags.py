@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import tomllib
 
 from fmnist.data.exclude import ExcludeFileError, read_index_csv
 from fmnist.errors import UsageError
+from fmnist.models.code import TRUST_ENV
+from fmnist.models.network import resolve_network
 from fmnist.training.config import (
     HYPER,
     RUN,
@@ -63,13 +66,44 @@ def add_config_flags(
             continue
         flag = "--" + f.name.replace("_", "-")
         text = f"{f.metadata['help']} (default {_default_text(f.default)})"
-        if types[f.name] == list[int]:  # a list of indices comes from a file (exclude)
+        if f.name == "net_args":  # NAME=VALUE, repeated
+            groups[HYPER].add_argument(
+                "--net-arg", dest="net_args", action=NetArg, metavar="NAME=VALUE", help=f.metadata["help"]
+            )
+        elif types[f.name] == list[int]:  # a list of indices comes from a file (exclude)
             groups[f.metadata["kind"]].add_argument(flag, type=_index_file, metavar="FILE.csv", help=f.metadata["help"])
         elif types[f.name] is bool:
             groups[f.metadata["kind"]].add_argument(flag, action=argparse.BooleanOptionalAction, help=text)
         else:
             metavar = {int: "N", float: "X"}.get(types[f.name], f.name.upper())
             groups[f.metadata["kind"]].add_argument(flag, type=types[f.name], metavar=metavar, help=text)
+
+
+def net_arg_value(text: str):
+    """A --net-arg value as TOML reads it (64, 0.5, true, "relu"), else the text itself."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+class NetArg(argparse.Action):
+    """--net-arg NAME=VALUE into a dict, a later NAME over an earlier one."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        name, eq, text = value.partition("=")
+        if not eq or not name.strip().isidentifier():
+            raise UsageError(f"--net-arg {value!r}: give NAME=VALUE, e.g. --net-arg width=64", command=parser.prog)
+        setattr(namespace, self.dest, {**(getattr(namespace, self.dest) or {}), name.strip(): net_arg_value(text)})
+
+
+def add_trust_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--trust-code",
+        action="store_true",
+        help=f"build a run whose network is a Python class by running its recorded source (or {TRUST_ENV}=1); "
+        "only for runs whose code you trust",
+    )
 
 
 def add_train_flags(p: argparse.ArgumentParser) -> None:
@@ -105,5 +139,6 @@ def config_layers(args: argparse.Namespace, **fixed) -> list[dict]:
 
 
 def config_from(args: argparse.Namespace, **fixed) -> TrainConfig:
-    """Defaults, then the recipe, then the config file, then the flags given."""
-    return make_config(*config_layers(args, **fixed))
+    """Defaults, then the recipe, then the config file, then the flags given; a network file or
+    class the user named read into the config's record."""
+    return resolve_network(make_config(*config_layers(args, **fixed)))

@@ -9,6 +9,8 @@ turns a user's error or a stop into one stderr line and an exit code.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import traceback
 
@@ -16,6 +18,7 @@ from fmnist import __version__
 from fmnist.cli import audit, data, runs, serve, sweep, train, use
 from fmnist.cli.flags import Parser
 from fmnist.errors import FmnistError
+from fmnist.models.code import TRUST_ENV
 from fmnist.stops import Stop
 from fmnist.training import distributed
 
@@ -41,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:  # a bare `fmnist`: what it can do
             parser.print_help()
             return 2
-        return args.func(args)
+        with trusting(getattr(args, "trust_code", False)):
+            return args.func(args)
     except FmnistError as e:
         return fail(f"{getattr(e, 'command', '') or 'fmnist'}: error: {where}{e}", e.exit_code, debug)
     except Stop as e:
@@ -59,6 +63,22 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"fmnist: {where}interrupted", 130, debug)
     except OSError as e:  # a disk full or a permission denied that no lower layer expected
         return fail(f"fmnist: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), 1, debug)
+
+
+@contextlib.contextmanager
+def trusting(trust: bool):
+    """--trust-code as FMNIST_TRUST_CODE=1 for the command, so the processes it starts (serving
+    workers) trust as it does; the environment as it was afterwards."""
+    before = os.environ.get(TRUST_ENV)
+    if trust:
+        os.environ[TRUST_ENV] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(TRUST_ENV, None)
+        else:
+            os.environ[TRUST_ENV] = before
 
 
 def fail(line: str, code: int, debug: bool) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from fmnist.cli.flags import add_trust_flag
 from fmnist.errors import FmnistError, UsageError
 from fmnist.inference.predictor import BACKENDS, DEFAULT_BACKEND, check_backend
 from fmnist.serve.settings import UVICORN, Settings
@@ -126,6 +127,7 @@ def add_parsers(sub) -> None:
         help="run folders, study folders (their runs) or .onnx files (default: the runs of the "
         "newest study under runs/)",
     )
+    add_trust_flag(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument(

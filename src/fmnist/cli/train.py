@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from fmnist.cli.flags import add_config_flags, add_train_flags, config_from, config_layers, given_flags
+from fmnist.cli.flags import add_config_flags, add_train_flags, add_trust_flag, config_from, config_layers, given_flags
 from fmnist.errors import UsageError
 from fmnist.models import list_models
 from fmnist.models.study import STUDY_MODELS
@@ -94,9 +94,10 @@ def print_run(model: str, out: Path, metrics: dict, dist: distributed.Dist | Non
 def cmd_study(args) -> int:
     from fmnist.jobs.study import run_study
 
+    net_args, args.net_args = args.net_args, None  # each network file's and class's, not the base's
     base = config_from(args)
     out = Path(args.out or f"runs/study-{time.strftime('%Y%m%d-%H%M%S')}")
-    summary = run_study(args.models or STUDY_MODELS, base, out, overwrite=args.overwrite)
+    summary = run_study(args.models or STUDY_MODELS, base, out, overwrite=args.overwrite, net_args=net_args)
     print(f"{'model':<12} {'params':>10} {'val acc':>8} {'test acc':>8} {'train s':>8}")
     for m in summary["models"]:
         print(
@@ -111,7 +112,11 @@ def cmd_study(args) -> int:
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("train", help="train one model into a run folder")
-    p.add_argument("model", nargs="?", help=f"one of: {', '.join(list_models())}")
+    p.add_argument(
+        "model",
+        nargs="?",
+        help=f"one of: {', '.join(list_models())}; or a network file (NAME.toml) or a class (FILE.py:Class)",
+    )
     p.add_argument("--out", help="run folder (default runs/MODEL-TIMESTAMP)")
     add_train_flags(p)
     p.set_defaults(func=cmd_train)
@@ -124,6 +129,7 @@ def add_parsers(sub) -> None:
         TrainConfig.resumable(),
         "the run's length (default: as it was; more epochs run a new schedule cycle over the added ones)",
     )
+    add_trust_flag(p)
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("study", help="train and compare models under identical settings")
@@ -131,7 +137,8 @@ def add_parsers(sub) -> None:
         "--models",
         nargs="+",
         metavar="MODEL",
-        help=f"models to compare (default: the study's four); any of {', '.join(list_models())}",
+        help=f"models to compare (default: the study's four): any of {', '.join(list_models())}, "
+        "network files (NAME.toml) or classes (FILE.py:Class)",
     )
     p.add_argument("--out", help="study folder (default runs/study-TIMESTAMP)")
     add_train_flags(p)

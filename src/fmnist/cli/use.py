@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from fmnist.cli.flags import add_data_flags
+from fmnist.cli.flags import add_data_flags, add_trust_flag
 from fmnist.inference.predictor import BACKENDS, DEFAULT_BACKEND
 from fmnist.run.study import StudyFolder
 
@@ -111,6 +111,7 @@ def add_parsers(sub) -> None:
         help="for a run folder: torch (default; writes the run's files) or onnx (prints only)",
     )
     add_data_flags(p)
+    add_trust_flag(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("export", help="write a run's tested model as ONNX, checked against PyTorch")
@@ -121,6 +122,7 @@ def add_parsers(sub) -> None:
         help="where to write it (default RUN_DIR/model.onnx); its description goes to FILE.onnx.json",
     )
     add_data_flags(p)
+    add_trust_flag(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("predict", help="classify your own image files with a trained run or an .onnx file")
@@ -138,6 +140,7 @@ def add_parsers(sub) -> None:
         help=f"for a run folder: torch or onnx (default {DEFAULT_BACKEND}, the faster one measured); "
         ".onnx files always run on ONNX Runtime",
     )
+    add_trust_flag(p)
     p.set_defaults(func=cmd_predict)
 
     add_explain_parser(sub)
@@ -156,4 +159,5 @@ def add_explain_parser(sub) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the overlays and saliency.npy")
     p.add_argument("--overwrite", action="store_true", help="replace what fmnist wrote in DIR")
     add_data_flags(p)
+    add_trust_flag(p)
     p.set_defaults(func=cmd_explain)

@@ -16,7 +16,7 @@ from torch import nn
 from fmnist.data import CLASSES
 from fmnist.errors import FmnistError, UsageError
 from fmnist.files import read_json
-from fmnist.models import count_params, create_model
+from fmnist.models import count_params
 from fmnist.models.forward import predict_logits
 from fmnist.run.folder import BEST, METRICS, RunFolder
 from fmnist.training.config import TrainConfig
@@ -122,7 +122,7 @@ def load_run(run_dir: Path, backend: str) -> Predictor:
     metrics = run.metrics() or {}
     info = {
         "model": cfg.model,
-        "parameters": count_params(create_model(cfg.model)),
+        "parameters": count_params(model),
         "test_accuracy": metrics.get("test_accuracy"),
         "tta": {"flip": cfg.tta, "shift": cfg.tta_shift},
     }

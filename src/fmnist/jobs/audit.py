@@ -28,8 +28,8 @@ from fmnist.device import resolve_device
 from fmnist.errors import UsageError
 from fmnist.files import write_csv
 from fmnist.jobs.train import train_run
-from fmnist.models import create_model
 from fmnist.models.forward import predict_logits
+from fmnist.models.network import create_network
 from fmnist.reports.audit import write_audit_report
 from fmnist.run import audit as names
 from fmnist.run.audit import AuditFolder
@@ -54,7 +54,7 @@ def check_audit(cfg: TrainConfig, data: FashionMNIST, folds: int, similarity: fl
     parts = fold_indices(data.train_labels, folds, cfg.seed)
     largest = max(parts, key=len).tolist()
     n_train = len(stratified_split(data.train_labels, cfg.val_split, cfg.seed, largest)[0])
-    check_trainable(create_model(cfg.model), cfg, n_train)
+    check_trainable(create_network(cfg), cfg, n_train)
     return parts
 
 

@@ -4,6 +4,7 @@ own fp32 matmul rate measured in the same run. Prediction is measured for each b
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import resource
@@ -16,8 +17,9 @@ from tqdm import tqdm
 from fmnist.data import FashionMNIST, stratified_split
 from fmnist.device import resolve_device
 from fmnist.inference.predictor import Predictor, model_predictor
-from fmnist.models import create_model, flops_per_image
+from fmnist.models import flops_per_image
 from fmnist.models.forward import prepare
+from fmnist.models.network import create_network, resolve_network
 from fmnist.progress import bars
 from fmnist.training.config import TrainConfig
 from fmnist.training.loop import epoch_data, train_epoch
@@ -71,14 +73,14 @@ def _sync(device: torch.device) -> None:
 
 
 def bench_training(
-    name: str, data: FashionMNIST, batch_size: int, epochs: int, device: torch.device, quiet: bool = True
+    model_cfg: TrainConfig, data: FashionMNIST, batch_size: int, epochs: int, device: torch.device, quiet: bool = True
 ) -> dict:
     """Seconds per training epoch: the median of `epochs` after a warm-up of a few steps."""
-    cfg = TrainConfig(model=name, batch_size=batch_size, quiet=quiet)
+    cfg, name = dataclasses.replace(model_cfg, batch_size=batch_size, quiet=quiet), model_cfg.model
     train_idx, _ = stratified_split(data.train_labels, cfg.val_split, cfg.seed, cfg.exclude)
     x, y = data.train_images[train_idx].to(device), data.train_labels[train_idx].to(device)
     torch.manual_seed(0)
-    model = prepare(create_model(name), device)
+    model = prepare(create_network(cfg), device)
     steps = (len(x) + batch_size - 1) // batch_size
     trainer = make_trainer(model, cfg, steps)
     gen = torch.Generator().manual_seed(0)
@@ -102,7 +104,7 @@ def bench_training(
         "epochs_measured": len(seconds),
         "train_images": len(x),
         "train_images_per_second": images_per_s,
-        "train_gflops": flops_per_image(create_model(name))["train"] * images_per_s / 1e9,
+        "train_gflops": flops_per_image(create_network(cfg))["train"] * images_per_s / 1e9,
     }
 
 
@@ -141,13 +143,12 @@ def bench_inference(predictor: Predictor, images: torch.Tensor, forward_flops: i
     }
 
 
-def predictors_for(name: str, backends: list[str], device: torch.device) -> dict[str, Predictor]:
+def predictors_for(cfg: TrainConfig, backends: list[str], device: torch.device) -> dict[str, Predictor]:
     """The same freshly initialised model through each backend, built by the loader `predict` and
     `serve` use (speed does not depend on the weights; no test-time views, as a plain run has none)."""
     torch.manual_seed(0)
-    model = prepare(create_model(name), device).eval()
-    cfg = TrainConfig(model=name)
-    return {backend: model_predictor(model, cfg, backend, name, name) for backend in backends}
+    model = prepare(create_network(cfg), device).eval()
+    return {backend: model_predictor(model, cfg, backend, cfg.model, cfg.model) for backend in backends}
 
 
 def reset_peak_rss() -> bool:
@@ -184,8 +185,9 @@ def run_bench(
     train: bool = True,
 ) -> dict:
     dev = resolve_device(device)
-    for name in models:
-        create_model(name)  # unknown names fail before any measuring
+    configs = [resolve_network(TrainConfig(model=name)) for name in models]
+    for cfg in configs:
+        create_network(cfg)  # unknown names, bad files and classes fail before any measuring
     if "onnx" in backends and dev.type != "cpu":
         from fmnist.errors import UsageError
 
@@ -198,18 +200,18 @@ def run_bench(
         "models": [],
     }
     test = data.test_images.to(dev)
-    for name in models:
-        row = {"name": name, "peak_rss_own": reset_peak_rss()}
+    for cfg in configs:
+        row = {"name": cfg.model, "peak_rss_own": reset_peak_rss()}
         if train:
-            row.update(bench_training(name, data, batch_size, epochs, dev, quiet))
-        flops = flops_per_image(create_model(name))["forward"]
-        for backend, predictor in predictors_for(name, list(backends), dev).items():
+            row.update(bench_training(cfg, data, batch_size, epochs, dev, quiet))
+        flops = flops_per_image(create_network(cfg))["forward"]
+        for backend, predictor in predictors_for(cfg, list(backends), dev).items():
             row[backend] = bench_inference(predictor, test, flops)
         row["peak_rss_mb"] = peak_rss_mb()  # this model's alone where the peak could be reset
         result["models"].append(row)
         if not quiet:
             tqdm.write(
-                f"{name}: "
+                f"{cfg.model}: "
                 + (f"{row['epoch_seconds']:.1f} s/epoch, " if train else "")
                 + ", ".join(
                     f"{b} predict {row[b]['predict_test_seconds']:.3f} s, latency {row[b]['latency_ms']:.3f} ms"

@@ -14,7 +14,7 @@ from fmnist.errors import FmnistError
 from fmnist.files import atomic_path, write_json
 from fmnist.inference.onnx_export import FORMAT, PREPROCESSING, check_exported, sha256_of, sidecar_path, to_onnx
 from fmnist.inference.onnx_runtime import INPUT, OUTPUT
-from fmnist.models import count_params, create_model
+from fmnist.models import count_params
 from fmnist.run.folder import BEST, RunFolder
 from fmnist.run.tracking import track_export
 
@@ -53,7 +53,7 @@ def export_run(
         "checkpoint": BEST,
         "checkpoint_sha256": sha256_of(run.file(BEST)),
         "model": cfg.model,
-        "parameters": count_params(create_model(cfg.model)),
+        "parameters": count_params(model),
         "test_accuracy": metrics.get("test_accuracy"),
         "best_epoch": metrics.get("best_epoch"),
     }

@@ -12,7 +12,8 @@ from fmnist.data import CLASSES, fingerprint, stratified_split
 from fmnist.device import resolve_device
 from fmnist.errors import UsageError
 from fmnist.jobs.train import train_run
-from fmnist.models import count_params, create_model
+from fmnist.models.network import create_network, is_spec, layer_table, origin, parameters_of, resolve_network
+from fmnist.models.registry import describe as describe_model
 from fmnist.reports import plots
 from fmnist.reports.diagnostics import check_identical
 from fmnist.reports.html import write_study_report
@@ -24,6 +25,8 @@ from fmnist.stops import Diverged
 from fmnist.training.config import TrainConfig
 from fmnist.training.setup import trainable_problems
 
+PER_MODEL = ("model", "net_args", "network")  # a study's settings are those its models share
+
 
 def summarize(run: RunFolder) -> dict:
     """One model's row of summary.json, read from its run folder."""
@@ -31,7 +34,7 @@ def summarize(run: RunFolder) -> dict:
     best = next(h for h in history if h["epoch"] == metrics["best_epoch"])
     return {
         "name": cfg.model,
-        "params": count_params(create_model(cfg.model)),
+        "params": parameters_of(cfg),
         "epochs": len(history),
         "batch_size": cfg.batch_size,
         "train_accuracy": best["train_accuracy"],
@@ -41,35 +44,61 @@ def summarize(run: RunFolder) -> dict:
         "train_seconds": metrics["train_seconds"],  # timing()'s, validation included
         "best_epoch": metrics["best_epoch"],
         "run_dir": str(run.path),
+        "network": {
+            "origin": origin(cfg),
+            "description": (cfg.network or {}).get("description", "") or describe_model(cfg.model),
+            "net_args": cfg.net_args,
+            "layers": layer_table(cfg),
+        },
     }
 
 
 def check_study(configs: list[TrainConfig], n_train: int) -> None:
     """Refuse, in one line and before any training, settings that do not apply to every model."""
-    problems = [p for cfg in configs for p in trainable_problems(create_model(cfg.model), cfg, n_train)]
+    problems = [p for cfg in configs for p in trainable_problems(create_network(cfg), cfg, n_train)]
     if problems:  # each once: a batch size too large for the data is the same for every model
         raise UsageError("; ".join(dict.fromkeys(problems)) + " (choose other --models or settings)")
 
 
-def run_study(models: list[str], base: TrainConfig, out: Path, overwrite: bool = False) -> dict:
+def study_configs(models: list[str], base: TrainConfig, net_args: dict | None = None) -> list[TrainConfig]:
+    """Each model's config: `base` with the model, its network file or class read (each checked,
+    so a mistake in the last fails before hours of training on the first), each name once.
+    `net_args` go to every network file and class among the models."""
+
+    def config(model: str) -> TrainConfig:
+        args = (net_args or {}) if is_spec(model) else {}
+        return resolve_network(dataclasses.replace(base, model=model, network={}, net_args=args))
+
+    configs = [config(m) for m in models]
+    for cfg in configs:
+        create_network(cfg)  # an unknown name, a bad file or class
+    names = [cfg.model for cfg in configs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UsageError(f"two of the models are named {twice[0]!r}; a study's runs are named by their models")
+    return configs
+
+
+def run_study(
+    models: list[str], base: TrainConfig, out: Path, overwrite: bool = False, net_args: dict | None = None
+) -> dict:
     """Train and evaluate each model under the same settings, then compare them in a report."""
-    for name in models:
-        create_model(name)  # reject unknown names before hours of training
+    configs = study_configs(models, base, net_args)
     resolve_device(base.device)
     check_tracking(base.track)
     study = StudyFolder(out)
     study.check_new(overwrite)
     data = load_data(base)
     n_train = len(stratified_split(data.train_labels, base.val_split, base.seed, base.exclude)[0])
-    check_study([dataclasses.replace(base, model=name) for name in models], n_train)
+    check_study(configs, n_train)
     study.prepare(overwrite)
     runs, failures = [], []
-    for name in models:
-        run = study.run(name)
+    for cfg in configs:
+        run = study.run(cfg.model)
         try:
-            train_run(dataclasses.replace(base, model=name), run.path, overwrite=True, data=data)
+            train_run(cfg, run.path, overwrite=True, data=data)
         except Diverged as e:
-            failures.append(f"{name}: {e}")
+            failures.append(f"{cfg.model}: {e}")
             if not run.has_metrics():
                 continue
         runs.append(run)
@@ -87,7 +116,7 @@ def write_study(
     summary = {
         "models": rows,
         "diagnostics": flags,
-        "settings": {k: v for k, v in dataclasses.asdict(base).items() if k != "model"},
+        "settings": {k: v for k, v in dataclasses.asdict(base).items() if k not in PER_MODEL},
     }
     if audit is not None:
         summary["audit"] = {

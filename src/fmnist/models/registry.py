@@ -14,8 +14,9 @@ from fmnist.errors import UsageError
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
 
 
-def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    name = fn.__name__
+def register_model(fn: Callable[..., nn.Module], name: str | None = None) -> Callable[..., nn.Module]:
+    """Register `fn` under its own name (as a decorator), or under `name`."""
+    name = name or fn.__name__
     if name in _BUILDERS:
         raise ValueError(f"model {name!r} is already registered")
     _BUILDERS[name] = fn
@@ -36,7 +37,7 @@ def create_model(name: str, **kwargs) -> nn.Module:
 
 
 def describe(name: str) -> str:
-    doc = (_BUILDERS[name].__doc__ or "").strip()
+    doc = (getattr(_BUILDERS.get(name), "__doc__", "") or "").strip()  # "" for a name not registered
     return doc.splitlines()[0] if doc else ""
 
 

@@ -166,6 +166,11 @@ def write_study_report(
     calibration = _study_calibration(models, metrics)
     md = _study_markdown(md_path, figures, models, rows, (f1_header, f1_rows), flags)
     md += f"\n## Calibration (test set; temperature fitted on validation)\n\n{md_table(*calibration)}\n"
+    md += "\n## Networks\n\n" + "".join(
+        f"### {m['name']}\n\n{_network_text(m)}\n\n{md_table(LAYER_HEADER, m['network']['layers'])}\n\n"
+        for m in models
+        if "network" in m
+    )
     if audit:
         md += f"\n## Data audit\n\n{_audit_text(audit)} ([report]({_rel(audit['report'], md_path)}))\n"
     write_text(md_path, md)
@@ -178,10 +183,27 @@ def write_study_report(
     )
     body += "".join(f"<h3>{html.escape(m['name'])}</h3>{img_tag(figures[m['name']])}" for m in models)
     body += f"<h2>Calibration (test set; temperature fitted on validation)</h2>{html_table(*calibration)}"
+    body += "<h2>Networks</h2>" + "".join(
+        f"<h3>{html.escape(m['name'])}</h3><p>{html.escape(_network_text(m))}</p>"
+        + html_table(LAYER_HEADER, m["network"]["layers"])
+        for m in models
+        if "network" in m  # a summary written before networks were recorded has none
+    )
     if audit:
         link = html.escape(_rel(audit["report"], html_path))
         body += f"<h2>Data audit</h2><p>{html.escape(_audit_text(audit))} (<a href='{link}'>audit report</a>)</p>"
     write_text(html_path, html_page("fmnist study", body))
+
+
+LAYER_HEADER = ["layer", "type", "output", "parameters"]
+
+
+def _network_text(model: dict) -> str:
+    net = model["network"]
+    args = ", ".join(f"{k} = {v}" for k, v in net.get("net_args", {}).items())
+    return " ".join(
+        part for part in (net["description"], f"From {net['origin']}.", f"Arguments: {args}." if args else "") if part
+    )
 
 
 def _study_markdown(

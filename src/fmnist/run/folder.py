@@ -28,8 +28,9 @@ from fmnist.data import FashionMNIST, load_fashion_mnist
 from fmnist.device import resolve_device
 from fmnist.errors import FmnistError, UsageError
 from fmnist.files import read_csv, read_json, write_csv
-from fmnist.models import create_model, list_models
+from fmnist.models import list_models
 from fmnist.models.forward import prepare
+from fmnist.models.network import create_network
 from fmnist.run.checkpoint import load_checkpoint, save_checkpoint
 from fmnist.run.written import Folder
 from fmnist.training.config import HYPER, RECORD, TrainConfig, make_config
@@ -168,7 +169,7 @@ class RunFolder(Folder):
     def load_model(self, device: str = "cpu") -> tuple[nn.Module, TrainConfig, dict[str, Any]]:
         """The run's model with the weights of best.pt (eval mode), its config and the checkpoint."""
         cfg = self.read_config()
-        if cfg.model not in list_models():
+        if not cfg.network and cfg.model not in list_models():
             raise FmnistError(
                 f"{self.path}: its model {cfg.model!r} is not one of fmnist's ({', '.join(list_models())})"
             )
@@ -178,7 +179,10 @@ class RunFolder(Folder):
                 f"{self.file(BEST)} holds a {state.get('config', {}).get('model')!r} "
                 f"model, but the run is for {cfg.model!r}"
             )
-        model = create_model(cfg.model)
+        try:
+            model = create_network(cfg)
+        except UsageError as e:  # code not trusted, or a record this fmnist cannot build
+            raise type(e)(f"{self.path}: {e}") from None
         try:
             model.load_state_dict(state["model"])
         except (RuntimeError, KeyError, TypeError) as e:

@@ -79,13 +79,13 @@ def torch_predictor(path: Path, name: str, source: str, info: dict) -> Predictor
     """A PyTorch predictor of the weights and config the command's process wrote to `path`."""
     import torch
 
-    from fmnist.models import create_model
     from fmnist.models.forward import prepare
+    from fmnist.models.network import create_network
     from fmnist.training.config import make_config
 
     state = torch.load(path, map_location="cpu", weights_only=True)
     cfg = make_config(state["config"])
-    model = create_model(cfg.model)
+    model = create_network(cfg)
     model.load_state_dict(state["model"])
     return model_predictor(prepare(model, torch.device("cpu")).eval(), cfg, "torch", name, source, info)
 

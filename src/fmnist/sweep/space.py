@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from fmnist.errors import UsageError
+from fmnist.models.network import is_spec, resolve_network
 from fmnist.training.config import HYPER, TrainConfig, check_types, field_types, make_config
 
 RANGE_KEYS = {"low", "high", "log", "step"}
+NET_ARG = "net_args."  # a searched argument of the network file or class: search.net_args.NAME
 
 
 @dataclass(frozen=True)
@@ -83,8 +85,12 @@ class Space:
         return {"fixed": dict(sorted(self.fixed.items())), "search": {p.name: p.as_dict() for p in self.search}}
 
     def config(self, params: dict[str, Any], **where: Any) -> TrainConfig:
-        """The training config of a trial: the fixed values, the trial's, and where it runs."""
-        return make_config(self.fixed, params, where)
+        """The training config of a trial: the fixed values, the trial's, and where it runs; a
+        network file or class read, with the trial's `net_args.NAME` among its arguments."""
+        args = {k.removeprefix(NET_ARG): v for k, v in params.items() if k.startswith(NET_ARG)}
+        plain = {k: v for k, v in params.items() if not k.startswith(NET_ARG)}
+        net_args = {**self.fixed.get("net_args", {}), **args}
+        return resolve_network(make_config(self.fixed, plain, {"net_args": net_args or None}, where))
 
 
 def _param(name: str, spec: Any, want: Any) -> Param:
@@ -94,12 +100,14 @@ def _param(name: str, spec: Any, want: Any) -> Param:
     if "choices" in spec:
         if set(spec) != {"choices"} or not isinstance(spec["choices"], list) or not spec["choices"]:
             raise UsageError(f"{where}: choices must be a non-empty list, alone")
-        for value in spec["choices"]:
+        for value in spec["choices"] if want is not None else ():
             check_types({name: value})
         return Param(name, "categorical", choices=tuple(spec["choices"]))
     unknown = set(spec) - RANGE_KEYS
     if unknown or not {"low", "high"} <= set(spec):
         raise UsageError(f"{where}: a range needs low and high (and may have log or step); got {sorted(spec)}")
+    if want is None:  # a network's argument: a range of ints or of numbers, as its bounds are written
+        want = int if isinstance(spec["low"], int) and isinstance(spec["high"], int) else float
     if want not in (int, float):
         raise UsageError(f"{where}: {name} is {want.__name__}, so it takes choices, not a range")
     low, high, log, step = spec["low"], spec["high"], spec.get("log", False), spec.get("step")
@@ -115,7 +123,7 @@ def _param(name: str, spec: Any, want: Any) -> Param:
         raise UsageError(f"{where}: a log range needs positive bounds, got low {low}")
     if step is not None and (step <= 0 or log):
         raise UsageError(f"{where}: step must be positive and cannot go with log")
-    for value in (low, high):
+    for value in (low, high) if not name.startswith(NET_ARG) else ():
         check_types({name: value})
         make_config({name: float(value) if want is float else value})  # the field's own limits
     return Param(
@@ -132,9 +140,12 @@ def parse_space(values: dict[str, Any], name: str = "space") -> Space:
     extra = set(values) - {"fixed", "search"}
     if extra:
         raise UsageError(f"{name}: unknown table {sorted(extra)[0]!r}; a space has [fixed] and [search]")
-    fixed, search = values.get("fixed", {}), values.get("search", {})
+    fixed, search = values.get("fixed", {}), dict(values.get("search", {}))
     if not isinstance(fixed, dict) or not isinstance(search, dict) or not search:
         raise UsageError(f"{name}: needs a [search] table of at least one setting (and may have [fixed])")
+    searched_args = search.pop("net_args", {})  # net_args.width = {...}: TOML's dotted key
+    if not isinstance(searched_args, dict):
+        raise UsageError(f"{name}: search.net_args holds the network's arguments, as net_args.NAME = {{ ... }}")
     hyper, types = set(TrainConfig.fields_of(HYPER)), field_types()
     for key in (*fixed, *search):
         if key not in hyper:
@@ -145,7 +156,14 @@ def parse_space(values: dict[str, Any], name: str = "space") -> Space:
         raise UsageError(f"{name}: {sorted(both)[0]!r} is both fixed and searched")
     check_types(fixed)
     make_config(fixed)  # fixed values in range
-    return Space(dict(fixed), tuple(_param(k, v, types[k]) for k, v in search.items()))
+    params = [_param(k, v, types[k]) for k, v in search.items()]
+    params += [_param(NET_ARG + k, v, None) for k, v in searched_args.items()]
+    if searched_args and not is_spec(str(fixed.get("model", ""))):
+        raise UsageError(f"{name}: search.net_args needs [fixed] model to be a network file or class")
+    space = Space(dict(fixed), tuple(params))
+    if searched_args:  # the file or class takes every searched argument (each range's low end)
+        space.config({p.name: p.grid()[0] if p.kind == "categorical" else p.low for p in params})
+    return space
 
 
 def list_spaces() -> list[str]:

@@ -54,8 +54,10 @@ def make_sampler(name: str, seed: int, space: Space):
 
 
 def sampler_for(name: str, seed: int, space: Space):
-    """A function of the study's trial count giving the sampler of the next proposal."""
-    return lambda count: make_sampler(name, seed + count, space)[0]
+    """A function of the study's trial count giving the sampler of the next proposal. The grid's
+    keeps the study's seed: its seed also orders the grid, and a grid point's number must mean the
+    same point to every proposal (reseeded, two trials of one sweep ran the same point)."""
+    return lambda count: make_sampler(name, seed if name == "grid" else seed + count, space)[0]
 
 
 def make_pruner(name: str):

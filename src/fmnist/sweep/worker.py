@@ -185,11 +185,22 @@ def retry(sweep: Sweep, trial, reason: str) -> None:
 
     with study_lock(sweep.storage_url, sweep.folder, sweep.study.study_name):
         sweep.study._storage.set_trial_user_attr(trial._trial_id, "failed", reason)
-        sweep.study.tell(trial, None, state=TrialState.FAIL)
+        tell(sweep.study, trial, None, TrialState.FAIL)
         sweep.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
     folder = RunFolder(trial_dir(sweep.folder, trial.number))
     if folder.path.is_dir():
         folder.mark("failed", {"reason": reason, "retried": True})
+
+
+def tell(study, trial, value: float | None, state) -> None:
+    """study.tell, where the grid sampler's wish to stop the study once its grid is taken is left
+    to the worker's own count: Optuna raises it as an error outside its optimize loop (after
+    storing the trial's state), which ended the worker with a traceback."""
+    try:
+        study.tell(trial, value, state=state)
+    except RuntimeError as e:
+        if "Study.stop" not in str(e):
+            raise
 
 
 def finish(sweep: Sweep, trial, state, value: float | None, epochs: int, seconds: float) -> None:
@@ -197,7 +208,7 @@ def finish(sweep: Sweep, trial, state, value: float | None, epochs: int, seconds
     storage = sweep.study._storage
     storage.set_trial_user_attr(trial._trial_id, "epochs", epochs)
     storage.set_trial_user_attr(trial._trial_id, "seconds", seconds)
-    sweep.study.tell(trial, value, state=state)
+    tell(sweep.study, trial, value, state)
     if not sweep.quiet:
         shown = f"validation {value:.4f}" if value is not None else state.name.lower()
         tqdm.write(

@@ -7,6 +7,7 @@ command-line flags the user actually gave. The whole config is saved with every 
 from __future__ import annotations
 
 import dataclasses
+import json
 import tomllib
 import typing
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 
 from fmnist.device import check_device_name
 from fmnist.errors import UsageError
+from fmnist.models.network import check_record
 from fmnist.training.augment import parse_augment
 from fmnist.training.schedule import OPTIMIZERS, RENAMED, SCHEDULES
 
@@ -60,7 +62,12 @@ UNIT_FIELDS = {
 
 @dataclass
 class TrainConfig:
-    model: str = hyper("shallow", "registered model to train")
+    model: str = hyper(
+        "shallow", "a registered model, a network file (NAME.toml) or a class (FILE.py:Class, module:Class)"
+    )
+    net_args: dict[str, Any] = hyper(
+        None, "arguments of a network file or class (--net-arg NAME=VALUE, repeatable)", factory=dict
+    )
     epochs: int = hyper(10, "passes over the training split", resume=LENGTHEN)
     batch_size: int = hyper(32, "images per optimizer step")
     lr: float = hyper(1e-3, "learning rate (the peak, with a schedule)")
@@ -115,6 +122,12 @@ class TrainConfig:
         "test figures, the report) to MLflow (default URI sqlite:///mlflow.db) or as TensorBoard event files "
         "(default DIR tensorboard), in the working folder",
     )
+    network: dict[str, Any] = record(
+        None,
+        "a network file's layers or a class's source, with its SHA-256, as the run was given them "
+        "(empty for a registered model): what every process builds the run's network from",
+        factory=dict,
+    )
     recipe: str = record("", "the recipe these values started from")
     schedule_restarts: list[int] = record(
         None, "epochs after which a resume that lengthened the run started a new schedule cycle", factory=list
@@ -145,6 +158,7 @@ class TrainConfig:
         if self.weight_decay < 0 or self.crop_pad < 0 or self.tta_shift < 0:
             raise UsageError("weight_decay, crop_pad and tta_shift must not be negative")
         check_device_name(self.device)
+        check_record(self.model, self.network, self.net_args)
         if self.track and self.track.partition(":")[0] not in ("mlflow", "tensorboard"):
             raise UsageError(f"track must be mlflow[:URI] or tensorboard[:DIR], got {self.track!r}")
         if any(i < 0 for i in self.exclude):
@@ -168,7 +182,9 @@ class TrainConfig:
 
 def shown_value(value: Any) -> Any:
     """A config value as a table or a tracking store shows it: a long list (the excluded images)
-    by its length, not thousands of indices."""
+    by its length, not thousands of indices; a network's record by its name, file and digest."""
+    if isinstance(value, dict) and "kind" in value and "sha256" in value:  # a network's record
+        return f"{value.get('name')} ({value.get('file')}, sha256 {str(value['sha256'])[:12]})"
     return f"{len(value)} images" if isinstance(value, list) and len(value) > 3 else value
 
 
@@ -177,6 +193,8 @@ def field_types() -> dict[str, Any]:
 
 
 def _is(value: Any, want: Any) -> bool:
+    if typing.get_origin(want) is dict:
+        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
     if typing.get_origin(want) is list:
         (item,) = typing.get_args(want)
         return isinstance(value, list) and all(_is(v, item) for v in value)
@@ -226,18 +244,20 @@ def make_config(*layers: dict[str, Any]) -> TrainConfig:
 
 def to_toml(cfg: TrainConfig) -> str:
     """Write a config as TOML (the form `--config` reads back)."""
-    lines = []
-    for key, value in dataclasses.asdict(cfg).items():
-        if isinstance(value, list):
-            text = repr(value)
-        elif isinstance(value, bool):
-            text = "true" if value else "false"
-        elif isinstance(value, str):
-            text = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        else:
-            text = repr(value)
-        lines.append(f"{key} = {text}")
-    return "\n".join(lines) + "\n"
+    return "".join(f"{key} = {toml_value(value)}\n" for key, value in dataclasses.asdict(cfg).items())
+
+
+def toml_value(value: Any) -> str:
+    """A value in TOML: a JSON string is a TOML basic string, a dict an inline table."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
+    return repr(value)
 
 
 def list_recipes() -> list[str]:
