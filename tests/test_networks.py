@@ -133,8 +133,33 @@ def test_a_network_file_with_an_argument_trains_and_its_run_needs_the_file_no_mo
     assert model[3].body[1].momentum == pytest.approx(0.01) and model[3].body[1].eps == 0.001
     net.unlink()
     assert cli(capsys, "evaluate", out, "--data-dir", data_dir, "--no-verify")[0] == 0
+    assert cli(capsys, "export", out)[0] == 0 and (out / "model.onnx").is_file()  # residual block included
     code, stdout, _ = cli(capsys, "runs", tmp_path)
     assert code == 0 and "wider" in stdout
+
+
+def test_an_audit_s_folds_train_a_network_file(data_dir, tmp_path, capsys):
+    (tmp_path / "wider.toml").write_text(WIDER)
+    argv = ["audit", "--model", tmp_path / "wider.toml", "--net-arg", "width=3", "--folds", "2", "--repeats", "1"]
+    argv += [
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--no-whiten",
+        "--quiet",
+        "--device",
+        "cpu",
+        "--data-dir",
+        data_dir,
+        "--no-verify",
+    ]
+    code, out, err = cli(capsys, *argv, "--out", tmp_path / "au")
+    assert code == 0, err
+    for fold in ("fold-1", "fold-2"):
+        cfg = json.loads((tmp_path / "au" / fold / "config.json").read_text())
+        assert cfg["model"] == "wider" and cfg["net_args"] == {"width": 3} and cfg["network"]["kind"] == "layers"
+        assert load_checkpoint(tmp_path / "au" / fold / "best.pt")["model"]["0.weight"].shape[0] == 3
 
 
 NET_CLASS = """\
@@ -400,3 +425,13 @@ def test_models_shows_a_network_file_s_layers(tmp_path, capsys):
     ]
     params = 6 * 9 + 6 + 6 * 6 * 9 + 6 + 2 * 6 + 6 * 10 + 10
     assert f"total {params:,} parameters" in lines[-1]
+
+
+def test_the_examples_build_as_the_readme_says(capsys):
+    from pathlib import Path
+
+    examples = Path(__file__).parent.parent / "examples"
+    code, out, err = cli(capsys, "models", examples / "nets" / "deep_cnn_plus.toml")
+    assert code == 0 and "total 477,610 parameters, 28.89 MFLOP" in out, err
+    code, out, err = cli(capsys, "models", f"{examples / 'my_nets.py'}:WideNet", "--net-arg", "width=8")
+    assert code == 0 and out.startswith("WideNet"), err

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from fmnist import stops
 from fmnist.errors import UsageError
 from fmnist.models.forward import layout, prepare
-from fmnist.models.network import create_network
+from fmnist.models.network import create_network, resolve_network
 from fmnist.models.whiten import check_whitenable, freeze_first_conv, whiten_first_conv
 from fmnist.stops import StopFlag
 from fmnist.training.config import TrainConfig
@@ -113,7 +113,7 @@ def build_model(cfg: TrainConfig, device: torch.device | str = "cpu", dist: Dist
     trains in: with `fit`, the same config gives the same weights from the CLI and from Python.
     With `cfg.sync_batchnorm` in a distributed run, its BatchNorm layers become SyncBatchNorm."""
     torch.manual_seed(cfg.seed)
-    model = create_network(cfg)
+    model = create_network(resolve_network(cfg))  # a file or class named in Python is read here
     if cfg.sync_batchnorm and dist is not None and dist.active:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return prepare(model, torch.device(device))
