@@ -50,8 +50,8 @@ test: data test-deps lint
 	$(BIN)/pytest -q -n 2
 
 lint: setup
-	$(BIN)/ruff format --check src tests benchmarks docs
-	$(BIN)/ruff check src tests benchmarks docs
+	$(BIN)/ruff format --check src tests benchmarks docs examples
+	$(BIN)/ruff check src tests benchmarks docs examples
 
 bench: data
 	$(BIN)/fmnist bench --json BENCHMARKS.json

@@ -77,6 +77,7 @@ def untrusted(monkeypatch):
 
     monkeypatch.delenv(code.TRUST_ENV, raising=False)
     monkeypatch.setattr(code, "TRUSTED", set())
+    monkeypatch.setattr(code, "LIVE", {})
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """fmnist: train, compare and use image classifiers on Fashion-MNIST."""
 
+from fmnist.api import Audit, Run, Study, Sweep, audit, open, resume, runs, study, train
 from fmnist.data import CLASSES, FashionMNIST, load_fashion_mnist, stratified_split
 from fmnist.errors import FmnistError, UsageError
 from fmnist.models import count_params, create_model, list_models, register_model
@@ -10,6 +11,7 @@ from fmnist.training.loop import fit
 from fmnist.training.setup import build_model
 
 __all__ = [
+    "Audit",
     "CLASSES",
     "FashionMNIST",
     "FmnistError",
@@ -24,6 +26,15 @@ __all__ = [
     "metrics_from_logits",
     "predict_logits",
     "register_model",
+    "resume",
+    "Run",
+    "runs",
     "stratified_split",
+    "study",
+    "Study",
+    "Sweep",
+    "train",
+    "audit",
+    "open",
 ]
 __version__ = "0.1.0"

@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 from fmnist.errors import UsageError
-
-DEFAULT_ROOTS = ("runs", "sweeps", "audits")
+from fmnist.run.query import DEFAULT_ROOTS
 
 
 def print_table(header: list[str], rows: list[list]) -> None:
@@ -35,16 +34,13 @@ def cmd_runs(args) -> int:
         print_table(["", "field", args.dirs[1], args.dirs[2]], [["*" if d else "", k, a, b] for k, a, b, d in lines])
         return 0
     roots = [Path(d) for d in args.dirs] or [Path(d) for d in DEFAULT_ROOTS if Path(d).is_dir()]
-    missing = [str(r) for r in roots if not r.is_dir()]
-    if missing:
-        raise UsageError(f"not a folder: {missing[0]}")
-    found = [listing.describe(r) for r in listing.find_runs(roots)]
-    rows = listing.select(found, args.filter, args.sort)
+    rows = listing.list_runs(roots, args.filter, args.sort)
     if args.json:
         print(json.dumps([listing.shown(r) for r in rows], indent=1))
         return 0
     if not rows:
         where = ", ".join(str(r) for r in roots) or "this folder (no runs/, sweeps/ or audits/)"
+        found = args.filter and listing.find_runs(roots)  # runs there, none matching
         print(f"no run matches {' and '.join(args.filter)} under {where}" if found else f"no runs under {where}")
         return 0
     varied = listing.differing(rows)

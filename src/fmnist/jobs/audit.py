@@ -7,7 +7,7 @@ the out-of-sample probabilities averaged: one repetition's flags move with its m
 variation (two audits that differ only in their seed agreed on half their flags), the average's
 far less (BENCHMARKS.md, "Auditing the data").
 
-    run_audit(make_config(read_recipe("fast")), Path("audits/fast"), folds=5, repeats=5)
+    run_audit(make_config(read_recipe("fast")), Path("audits/fast"), folds=5, repeats=11)
 """
 
 from __future__ import annotations

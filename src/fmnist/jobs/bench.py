@@ -12,7 +12,7 @@ import statistics
 import time
 
 import torch
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from fmnist.data import FashionMNIST, stratified_split
 from fmnist.device import resolve_device

@@ -60,12 +60,14 @@ def check_study(configs: list[TrainConfig], n_train: int) -> None:
         raise UsageError("; ".join(dict.fromkeys(problems)) + " (choose other --models or settings)")
 
 
-def study_configs(models: list[str], base: TrainConfig, net_args: dict | None = None) -> list[TrainConfig]:
+def study_configs(models: list[str | dict], base: TrainConfig, net_args: dict | None = None) -> list[TrainConfig]:
     """Each model's config: `base` with the model, its network file or class read (each checked,
     so a mistake in the last fails before hours of training on the first), each name once.
     `net_args` go to every network file and class among the models."""
 
-    def config(model: str) -> TrainConfig:
+    def config(model: str | dict) -> TrainConfig:
+        if isinstance(model, dict):  # a class given in Python, recorded (fmnist.study([MyNet]))
+            return dataclasses.replace(base, model=model["name"], network=model, net_args=net_args or {})
         args = (net_args or {}) if is_spec(model) else {}
         return resolve_network(dataclasses.replace(base, model=model, network={}, net_args=args))
 
@@ -80,7 +82,7 @@ def study_configs(models: list[str], base: TrainConfig, net_args: dict | None = 
 
 
 def run_study(
-    models: list[str], base: TrainConfig, out: Path, overwrite: bool = False, net_args: dict | None = None
+    models: list[str | dict], base: TrainConfig, out: Path, overwrite: bool = False, net_args: dict | None = None
 ) -> dict:
     """Train and evaluate each model under the same settings, then compare them in a report."""
     configs = study_configs(models, base, net_args)

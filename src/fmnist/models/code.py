@@ -26,6 +26,8 @@ from fmnist.errors import FmnistError, UsageError
 TRUST_ENV = "FMNIST_TRUST_CODE"
 TRUST_HINT = f"--trust-code (or {TRUST_ENV}=1)"
 TRUSTED: set[str] = set()  # digests of the code this process's user named on its command line
+LIVE: dict[str, Any] = {}  # digest -> a class (or builder) given to this process in Python itself
+NOTEBOOK_IMPORTS = "import torch\nfrom torch import nn\nimport torch.nn.functional as F\n"
 
 
 class UntrustedCode(UsageError):
@@ -74,8 +76,62 @@ def describe_code(record: dict[str, Any]) -> str:
     return f"{record.get('class')} from {record.get('file')}, sha256 {str(record.get('sha256'))[:12]}…"
 
 
+def record_class(cls: Any) -> dict[str, Any]:
+    """The record of a class or builder function given in Python (fmnist.train(MyNet)): its
+    module's source where Python has the file, else (a notebook cell) the class's own definition
+    with the cell's imports, else none (then only this process, or one given the class again,
+    can build it). This process builds it from `cls` itself."""
+    name = getattr(cls, "__name__", None)
+    if not callable(cls) or not name or not name.isidentifier():
+        raise UsageError(f"a network is a name, a file, or an nn.Module class or builder, got {cls!r}")
+    source, where = class_source(cls)
+    digest = hashlib.sha256((source or f"{cls.__module__}.{cls.__qualname__}").encode("utf-8")).hexdigest()
+    LIVE[digest] = cls
+    return {"kind": "code", "name": name, "class": name, "file": where, "sha256": digest, "source": source}
+
+
+def class_source(cls: Any) -> tuple[str, str]:
+    """(source, where it came from) of `cls`; ("", where) when Python cannot give it."""
+    module = sys.modules.get(cls.__module__)
+    path = getattr(module, "__file__", None)
+    if path and cls.__module__ != "__main__":
+        try:
+            return inspect.getsource(module), path
+        except (OSError, TypeError):
+            return "", path
+    return cell_source(cls), "<notebook or __main__>"
+
+
+def cell_source(cls: Any) -> str:
+    """The definition of `cls` from the cell or script it was typed in, after that cell's imports
+    and the usual torch ones (a notebook imports in an earlier cell)."""
+    import ast
+    import linecache
+
+    functions = [v for v in vars(cls).values() if inspect.isfunction(v)] if isinstance(cls, type) else [cls]
+    for function in functions:
+        text = "".join(linecache.getlines(function.__code__.co_filename))
+        try:
+            tree = ast.parse(text)
+        except SyntaxError:
+            continue
+        nodes = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+        nodes += [n for n in tree.body if getattr(n, "name", None) == cls.__name__]
+        if nodes[-1:] and getattr(nodes[-1], "name", None) == cls.__name__:
+            return NOTEBOOK_IMPORTS + "\n".join(ast.get_source_segment(text, n) or "" for n in nodes) + "\n"
+    return ""
+
+
 def build_code(record: dict[str, Any], args: dict[str, Any]) -> nn.Module:
-    """The class of `record` built with `args`, from the record's own copy of its source."""
+    """The class of `record` built with `args`, from the record's own copy of its source (or from
+    the class itself, where it was given to this process in Python)."""
+    if record.get("sha256") in LIVE:
+        return _instance(LIVE[record["sha256"]], record, args)
+    if not record.get("source"):
+        raise UsageError(
+            f"its network is {record.get('class')}, a class whose source Python could not give when it "
+            f"trained; give the class again: fmnist.open(path, network={record.get('class')})"
+        )
     if not trusted(record):
         raise UntrustedCode(f"its network is code ({describe_code(record)}); to run it, give {TRUST_HINT}")
     source = record.get("source", "")
@@ -86,6 +142,10 @@ def build_code(record: dict[str, Any], args: dict[str, Any]) -> nn.Module:
     if cls is None:
         found = [n for n, v in vars(module).items() if isinstance(v, type) and issubclass(v, nn.Module)]
         raise UsageError(f"{record['file']}: no class {record['class']!r}; it defines: {', '.join(found) or 'none'}")
+    return _instance(cls, record, args)
+
+
+def _instance(cls: Any, record: dict[str, Any], args: dict[str, Any]) -> nn.Module:
     try:
         model = cls(**args)
     except Exception as e:  # the user's constructor

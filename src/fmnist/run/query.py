@@ -15,6 +15,7 @@ from fmnist.errors import FmnistError, UsageError
 from fmnist.run.folder import CONFIG, RunFolder
 from fmnist.training.config import HYPER, TrainConfig, shown_value
 
+DEFAULT_ROOTS = ("runs", "sweeps", "audits")  # where runs are looked for unless told
 COLUMNS = ("run", "model", "recipe", "val_accuracy", "test_accuracy", "train_seconds", "status")
 FIGURES = ("status", "best_epoch", "val_accuracy", "test_accuracy", "test_loss", "train_seconds")
 # Sorted best first: the highest accuracy, the lowest loss, the fewest seconds and epochs.
@@ -29,6 +30,14 @@ OPERATORS = {
     "<": operator.lt,
 }
 FILTER = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*(!=|>=|<=|=|>|<)(.*)$")
+
+
+def list_runs(roots: list[Path], filters: list[str] = (), sort: str = "val_accuracy") -> list[dict]:
+    """The rows of `fmnist runs ROOTS --filter ... --sort ...` (and of fmnist.runs())."""
+    missing = [str(r) for r in roots if not Path(r).is_dir()]
+    if missing:
+        raise UsageError(f"not a folder: {missing[0]}")
+    return select([describe(r) for r in find_runs([Path(r) for r in roots])], list(filters), sort)
 
 
 def find_runs(roots: list[Path]) -> list[RunFolder]:

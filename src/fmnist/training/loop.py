@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from fmnist import stops
 from fmnist.models.forward import layout, loss_accuracy, predict_logits

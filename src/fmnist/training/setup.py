@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from fmnist import stops
 from fmnist.errors import UsageError
