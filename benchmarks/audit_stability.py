@@ -48,9 +48,11 @@ def audit(out: Path, seed: int, repeats: int, data_dir: str | None, skip: bool) 
 
 
 def extend(out: Path, seed: int, start: int, stop: int, data_dir: str | None) -> None:
-    """Cross-validations start+1..stop of the audit in `out`, as `fmnist audit --repeats stop`
-    would run them (the same folds, seeds and runs: run_audit's own calls), kept in `more.npz`
-    beside its probabilities; the runs themselves are not kept."""
+    """Cross-validations up to `stop` of the audit in `out`, as `fmnist audit --repeats stop` would
+    run them (the same folds, seeds and runs: run_audit's own calls), kept in `more.npz` beside its
+    probabilities, which holds the first `start`; those already in `more.npz` are kept, and it is
+    written after each cross-validation, so a stopped extension goes on where it stopped. The runs
+    themselves are not kept."""
     import dataclasses
 
     import torch
@@ -58,25 +60,26 @@ def extend(out: Path, seed: int, start: int, stop: int, data_dir: str | None) ->
     from fmnist.audit.folds import fold_indices
     from fmnist.jobs.audit import probabilities, repeat_seed
     from fmnist.jobs.train import train_run
-    from fmnist.run.folder import load_data
+    from fmnist.run.folder import RunFolder, load_data
     from fmnist.training.config import make_config, read_recipe
 
     where = {"data_dir": data_dir, "verify": False} if data_dir else {}
     cfg = make_config(read_recipe("fast"), {"seed": seed, "quiet": True, **where})
     data = load_data(cfg)
-    more = np.zeros((stop - start, len(data.train_labels), 10), np.float32)
+    stored = out / "more.npz"
+    more = list(np.load(stored)["train_repeats"]) if stored.is_file() else []
     with tempfile.TemporaryDirectory() as tmp:
-        for r in range(start, stop):
+        for r in range(start + len(more), stop):
             repeat_cfg = dataclasses.replace(cfg, seed=repeat_seed(seed, r))
+            found = np.zeros((len(data.train_labels), 10), np.float32)
             for k, held in enumerate(fold_indices(data.train_labels, 5, repeat_cfg.seed), 1):
                 run = Path(tmp) / f"fold-{k}-repeat-{r + 1}"
                 train_run(dataclasses.replace(repeat_cfg, exclude=held.tolist()), run, overwrite=True, data=data)
-                from fmnist.run.folder import RunFolder
-
                 both = probabilities(RunFolder(run), torch.cat([data.train_images[held], data.test_images]))
-                more[r - start, held] = both[: len(held)]
+                found[held] = both[: len(held)]
                 print(f"{out.name}: repeat {r + 1}, fold {k}", file=sys.stderr, flush=True)
-    np.savez(out / "more.npz", train_repeats=more.astype(np.float16))
+            more.append(found.astype(np.float16))
+            np.savez(stored, train_repeats=np.stack(more))
 
 
 def flags_by_prefix(out: Path, labels: np.ndarray, filter_by: str) -> list[set[int]]:

@@ -70,8 +70,11 @@ def test_a_class_given_in_python_trains_predicts_and_is_given_again_elsewhere(da
 def test_a_class_typed_in_a_notebook_cell_is_recorded_from_the_cell(tmp_path):
     import linecache
 
-    cell = "import math\n\nclass Cell(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
-    cell += "        self.head = nn.Linear(784, 10)\n\n    def forward(self, x):\n        return self.head(x.flatten(1))\n\nprint('trained')\n"
+    cell = (
+        "import math\n\nclass Cell(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.head = nn.Linear(784, 10)\n\n    def forward(self, x):\n"
+        "        return self.head(x.flatten(1))\n\nprint('trained')\n"
+    )
     name = "/tmp/ipykernel_1/123.py"  # as IPython names a cell's code; linecache holds its text
     linecache.cache[name] = (len(cell), None, cell.splitlines(keepends=True), name)
     scope = {"__name__": "__main__", "nn": nn}
