@@ -9,11 +9,11 @@ DEBIAN_DATA := dataset-fashion-mnist
 # (the page tests) and PostgreSQL (the sweep tests on a shared database).
 TEST_PACKAGES := g++ chromium postgresql
 TEST_PROGRAMS := g++ /usr/bin/chromium
-.PHONY: setup data test-deps study test lint bench clean
+.PHONY: setup data test-deps study test lint bench docs lab clean
 
 $(BIN)/fmnist: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[serve,sweep,audit,track,test,dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[serve,sweep,audit,track,test,dev,notebooks,docs]'
 	touch $@
 
 setup: $(BIN)/fmnist
@@ -53,9 +53,18 @@ lint: setup
 	$(BIN)/ruff format --check src tests benchmarks docs examples
 	$(BIN)/ruff check src tests benchmarks docs examples
 
+# The documentation site, into site/ (--strict: a broken link or reference fails the build).
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+# The example notebooks in JupyterLab, on this machine only (the `lab` extra, installed on first use).
+lab: setup
+	@$(BIN)/python -c "import jupyterlab" 2>/dev/null || $(BIN)/pip install --quiet -c constraints.txt -e '.[lab]'
+	$(BIN)/jupyter lab --ip 127.0.0.1 --notebook-dir examples
+
 bench: data
 	$(BIN)/fmnist bench --json BENCHMARKS.json
 
 # Keeps runs/ and sweeps/: trained models are the user's, not build output.
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build site src/*.egg-info .pytest_cache .hypothesis

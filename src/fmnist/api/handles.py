@@ -94,16 +94,32 @@ class Run:
         export_run(self.path, out)
         return out
 
-    def explain(self, images: list[Path | str], out: Path | str, method: str | None = None, test: int = 0):
-        """Saliency maps of image files (and the first `test` test images) into the folder `out`, as
-        `fmnist explain` writes them; a DataFrame of what each image got, its overlay's path."""
+    def explain(
+        self,
+        images: list[Path | str],
+        out: Path | str,
+        method: str | None = None,
+        test: int = 0,
+        overwrite: bool = True,
+    ):
+        """Saliency maps of image files (and the first `test` test images, of the run's own data) into
+        the folder `out`, as `fmnist explain` writes them; a DataFrame of what each image got."""
         import pandas as pd
 
         from fmnist.explain.methods import DEFAULT_METHOD
         from fmnist.jobs.explain import explain_images
 
-        out = Path(out)
-        results = explain_images(self.path, [Path(p) for p in images], test, method or DEFAULT_METHOD, out)
+        out, cfg = Path(out), self.config
+        results = explain_images(
+            self.path,
+            [Path(p) for p in images],
+            test,
+            method or DEFAULT_METHOD,
+            out,
+            cfg.data_dir or None,
+            cfg.verify,
+            overwrite,
+        )
         return pd.DataFrame([{**r, "overlay": str(out / r["overlay"])} for r in results])
 
     def summary_rows(self) -> list[tuple[str, Any]]:
