@@ -232,7 +232,7 @@ def test_a_class_s_run_is_rebuilt_from_its_own_copy_only_when_trusted(class_run,
     assert "FMNIST_TRUST_CODE" not in os.environ  # --trust-code was the command's, not the process's
 
 
-def test_a_class_s_run_is_served_only_when_trusted_and_its_onnx_file_without_code(class_run):
+def test_a_class_s_run_is_served_only_when_trusted_and_its_onnx_file_without_code(class_run, capsys):
     import subprocess
     import sys
 
@@ -254,10 +254,8 @@ def test_a_class_s_run_is_served_only_when_trusted_and_its_onnx_file_without_cod
     finally:
         proc.terminate()
         proc.wait(30)
-    exported = subprocess.run(
-        [sys.executable, "-m", "fmnist", "export", class_run, "--trust-code"], capture_output=True, text=True
-    )
-    assert exported.returncode == 0, exported.stderr
+    exported = cli(capsys, "export", class_run, "--trust-code")
+    assert exported[0] == 0, exported[2]
     base, proc = start_server(class_run / "model.onnx")  # no --trust-code: the file is no code
     try:
         answer = httpx.post(f"{base}/v2/models/model/infer", json=body, timeout=30)

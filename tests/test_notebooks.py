@@ -15,8 +15,9 @@ NOTEBOOKS = sorted(p.name for p in EXAMPLES.glob("*.ipynb"))
 
 def small(data_dir: Path, out: Path) -> dict:
     return {
-        "MODELS": ["shallow", "simple_cnn"],
-        "SHIPPED": ["shallow"],
+        "MODELS": ["shallow"],
+        "SHIPPED": [],
+        "MODEL": "shallow",
         "EPOCHS": 1,
         "DATA_DIR": str(data_dir),
         "VERIFY": False,

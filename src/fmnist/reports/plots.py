@@ -20,9 +20,10 @@ from fmnist.files import write_bytes
 
 
 def _save(fig: Figure, path: Path, tight: bool = True) -> None:
-    # A tight bounding box draws the figure twice: figures laid out by hand go without.
+    # A tight bounding box draws the figure twice: figures laid out by hand go without. The fastest
+    # zlib level: the PNGs are a little larger and written in a fraction of the time.
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight" if tight else None)
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight" if tight else None, pil_kwargs={"compress_level": 1})
     write_bytes(path, buf.getvalue())
 
 
