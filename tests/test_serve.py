@@ -344,7 +344,7 @@ def test_a_real_server_answers_and_survives_a_bounded_load(live_server, runs, tm
         return Call(kind, check=lambda s, body: s == status and "error" in body, **kw)
 
     calls = []
-    for k in range(800):
+    for k in range(480):
         i = k % 4
         calls += [
             good_predict(i),
