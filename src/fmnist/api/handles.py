@@ -4,7 +4,6 @@ shows itself in a notebook (`_repr_html_`, with `text/plain` from `__repr__`).""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -246,7 +245,3 @@ class Sweep:
 
         header, rows = status_table(self.study)
         return display.sweep_html(f"sweep {self.path}", header, rows)
-
-
-def config_rows(cfg: TrainConfig) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
