@@ -8,6 +8,8 @@ import html
 from pathlib import Path
 from typing import Any
 
+from fmnist.reports.html import html_table
+
 
 def image(path: Path, alt: str, width: int = 420) -> str:
     """An <img> holding the PNG itself (a notebook's output must not point at files), or nothing."""
@@ -25,9 +27,8 @@ def table(rows: list[tuple[str, Any]]) -> str:
 
 
 def grid(header: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(shown(c))}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    """The reports' own table (escaped), its numbers shown as a notebook reads them."""
+    return html_table(header, [[shown(c) for c in row] for row in rows])
 
 
 def shown(value: Any) -> str:
