@@ -32,7 +32,7 @@ def cmd_evaluate(args) -> int:
             f"top-2 {metrics['top2_accuracy']:.4f}; wrote {source}/metrics.json and report.html"
         )
         return 0
-    predictor = load_predictor(source, args.backend)
+    predictor = load_predictor(source, args.backend, hint="THROUGHPUT")  # the whole test set at once
     data = load_fashion_mnist(args.data_dir, verify=args.verify is not False, progress=False)
     metrics = evaluate_predictor(predictor, data)
     recorded = predictor.info.get("test_accuracy")
@@ -46,10 +46,25 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_export(args) -> int:
+    from fmnist.errors import UsageError
     from fmnist.inference.onnx_export import sidecar_path
-    from fmnist.jobs.export import export_run
+    from fmnist.jobs.export import export_int8, export_run
     from fmnist.run.folder import RunFolder
 
+    if args.format == "triton":
+        return export_triton(args)
+    if args.triton_backend:
+        raise UsageError("--triton-backend goes with --format triton")
+    if args.int8:
+        out = Path(args.out) if args.out else RunFolder(args.run_dir).export_path().with_suffix(".int8.onnx")
+        d = export_int8(Path(args.run_dir), out, data_dir=args.data_dir, verify=args.verify)
+        q = d["int8"]
+        print(
+            f"wrote {out} and {sidecar_path(out).name} (int8, {q['calibration_method']} calibration on "
+            f"{q['calibration_images']}): validation accuracy {q['val_accuracy']:.4f} (float "
+            f"{q['float_val_accuracy']:.4f}), test {q['test_accuracy']:.4f} (float {q['float_test_accuracy']:.4f})"
+        )
+        return 0
     out = Path(args.out) if args.out else RunFolder(args.run_dir).export_path()
     d = export_run(Path(args.run_dir), out, data_dir=args.data_dir, verify=args.verify)
     diffs = d["checks"]["max_abs_logit_difference"]
@@ -58,6 +73,25 @@ def cmd_export(args) -> int:
         f"sha256 {d['sha256'][:12]}…); checks passed: onnx full check, BatchNorm in inference mode, "
         f"ONNX Runtime = PyTorch within {max(diffs.values()):.1e} at batch {', '.join(diffs)}"
     )
+    return 0
+
+
+def export_triton(args) -> int:
+    from fmnist.cli.serve import serve_sources
+    from fmnist.errors import UsageError
+    from fmnist.inference.triton_repo import write_repository
+
+    if not args.out:
+        raise UsageError("--format triton needs --out DIR, the model repository's folder")
+    if args.int8:
+        raise UsageError("--int8 writes an .onnx file; a Triton repository holds the float export")
+    written = write_repository(
+        serve_sources([args.run_dir]), Path(args.out), args.triton_backend or "onnxruntime", args.data_dir, args.verify
+    )
+    for w in written:
+        accuracy = w["export"]["source"]["test_accuracy"]
+        print(f"wrote {w['folder']} (config.pbtxt, labels.txt, 1/model.onnx; test accuracy {accuracy})")
+    print(f"Triton model repository: {args.out} ({args.triton_backend or 'onnxruntime'} backend)")
     return 0
 
 
@@ -108,18 +142,44 @@ def add_parsers(sub) -> None:
     p.add_argument(
         "--backend",
         choices=BACKENDS,
-        help="for a run folder: torch (default; writes the run's files) or onnx (prints only)",
+        help="for a run folder: torch (default; writes the run's files), onnx or openvino (print only); "
+        "for an .onnx file: onnx (default) or openvino",
     )
     add_data_flags(p)
     add_trust_flag(p)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("export", help="write a run's tested model as ONNX, checked against PyTorch")
-    p.add_argument("run_dir", help="a run folder written by 'fmnist train' or 'fmnist study'")
+    p = sub.add_parser(
+        "export", help="write a run's tested model as ONNX (float or int8) or runs as a Triton model repository"
+    )
+    p.add_argument(
+        "run_dir",
+        metavar="RUN_DIR",
+        help="a run folder written by 'fmnist train' or 'fmnist study' (with --format triton, a study folder too)",
+    )
     p.add_argument(
         "--out",
-        metavar="FILE.onnx",
-        help="where to write it (default RUN_DIR/model.onnx); its description goes to FILE.onnx.json",
+        metavar="FILE.onnx|DIR",
+        help="where to write it (default RUN_DIR/model.onnx, or model.int8.onnx); its description goes to "
+        "FILE.onnx.json; with --format triton, the repository's folder",
+    )
+    p.add_argument(
+        "--format",
+        choices=("onnx", "triton"),
+        default="onnx",
+        help="onnx (default): one file; triton: a Triton model repository, one model per run",
+    )
+    p.add_argument(
+        "--triton-backend",
+        choices=("onnxruntime", "python"),
+        help="the repository's backend: onnxruntime (default; Triton's container, KServe) or python "
+        "(ONNX Runtime inside Triton's Python backend: the PyPI tritonserver serves it)",
+    )
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="statically quantised (QDQ), calibrated on training-split images; refused where it loses more "
+        "than half a point of validation accuracy",
     )
     add_data_flags(p)
     add_trust_flag(p)
@@ -137,8 +197,8 @@ def add_parsers(sub) -> None:
     p.add_argument(
         "--backend",
         choices=BACKENDS,
-        help=f"for a run folder: torch or onnx (default {DEFAULT_BACKEND}, the faster one measured); "
-        ".onnx files always run on ONNX Runtime",
+        help=f"for a run folder: torch, onnx or openvino (default {DEFAULT_BACKEND}, the faster one measured); "
+        "for an .onnx file: onnx (ONNX Runtime, default) or openvino",
     )
     add_trust_flag(p)
     p.set_defaults(func=cmd_predict)

@@ -4,6 +4,7 @@ JSON description beside it, written only after every check of inference/onnx_exp
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import torch
@@ -13,7 +14,7 @@ from fmnist.data import CLASSES, FashionMNIST
 from fmnist.errors import FmnistError
 from fmnist.files import atomic_path, write_json
 from fmnist.inference.onnx_export import FORMAT, PREPROCESSING, check_exported, sha256_of, sidecar_path, to_onnx
-from fmnist.inference.onnx_runtime import INPUT, OUTPUT
+from fmnist.inference.onnx_runtime import INPUT, META_PREFIX, OUTPUT
 from fmnist.models import count_params
 from fmnist.run.folder import BEST, RunFolder
 from fmnist.run.tracking import track_export
@@ -41,28 +42,30 @@ def export_run(
     """Write RUN_DIR's tested model as ONNX (default RUN_DIR/model.onnx) and its JSON description
     beside it (FILE.onnx.json); returns that description. Nothing is written unless every check
     passes. The checks run on the run's test images (found as `data_dir`/`verify` say, where given)."""
-    import onnx
 
     run = RunFolder(run_dir).require()
     out = Path(out) if out is not None else run.export_path()
     check_out(run, out)
     model, cfg, _ = run.load_model()
     metrics = run.metrics() or {}
-    source = {
-        "run": str(run.path),
-        "checkpoint": BEST,
-        "checkpoint_sha256": sha256_of(run.file(BEST)),
-        "model": cfg.model,
-        "parameters": count_params(model),
-        "test_accuracy": metrics.get("test_accuracy"),
-        "best_epoch": metrics.get("best_epoch"),
-    }
+    source = source_of(run, model, cfg, metrics)
     tta = {"flip": cfg.tta, "shift": cfg.tta_shift}
     calibration = calibration_of(metrics)
     meta = {"classes": list(CLASSES), "source": source, "tta": tta, "calibration": calibration}
     proto = to_onnx(copy.deepcopy(model), cfg, meta)
     data = data or run.data(cfg, data_dir, verify)
     checks = check_exported(proto, model, cfg, data.test_images)
+    description = describe(proto, tta, source, checks) | {"calibration": calibration}
+    description = write_export(run, out, proto, description)
+    track_export(run, out)  # joins the run's MLflow run, where it was tracked
+    return description
+
+
+def write_export(run: RunFolder, out: Path, proto, description: dict) -> dict:
+    """The model file, then its JSON description with the file's name and SHA-256 (returned); neither
+    is left without the other."""
+    import onnx
+
     if out.parent.resolve() == run.path.resolve():  # inside the run: its files, removed with it
         run.record(out.name)
         run.record(sidecar_path(out).name)
@@ -71,14 +74,83 @@ def export_run(
             onnx.save(proto, str(tmp))
     except OSError as e:
         raise FmnistError(f"cannot write {out}: {e.strerror}") from None
-    description = describe(proto, out, tta, source, checks) | {"calibration": calibration}
+    description = {"format": description["format"], "file": out.name, "sha256": sha256_of(out)} | description
     try:
         write_json(sidecar_path(out), description)
     except OSError as e:
         out.unlink(missing_ok=True)  # no model without its description
         raise FmnistError(f"cannot write {sidecar_path(out)}: {e.strerror}") from None
-    track_export(run, out)  # joins the run's MLflow run, where it was tracked
     return description
+
+
+def export_int8(
+    run_dir: Path,
+    out: Path | None = None,
+    data: FashionMNIST | None = None,
+    data_dir: str | None = None,
+    verify: bool | None = None,
+) -> dict:
+    """Write RUN_DIR's tested model statically quantised to int8 (default RUN_DIR/model.int8.onnx),
+    with its description beside it; returns the description. The float graph passes the export's
+    checks first; the int8 one is calibrated on training-split images, its method chosen on
+    validation accuracy, and refused (nothing written) where it loses more than half a point there."""
+    import onnx
+
+    from fmnist.data.dataset import stratified_split
+    from fmnist.inference import quantize as q
+
+    run = RunFolder(run_dir).require()
+    out = Path(out) if out is not None else run.export_path().with_suffix(".int8.onnx")
+    check_out(run, out)
+    model, cfg, _ = run.load_model()
+    metrics = run.metrics() or {}
+    tta = {"flip": cfg.tta, "shift": cfg.tta_shift}
+    source = source_of(run, model, cfg, metrics)
+    calibration = calibration_of(metrics)
+    meta = {"classes": list(CLASSES), "source": source, "tta": tta, "calibration": calibration}
+    proto = to_onnx(copy.deepcopy(model), cfg, meta)
+    data = data or run.data(cfg, data_dir, verify)
+    check_exported(proto, model, cfg, data.test_images)
+    train_idx, val_idx = stratified_split(data.train_labels, cfg.val_split, cfg.seed, cfg.exclude)
+    if not len(val_idx):
+        raise q.QuantizeError(f"{run.path} has no validation split to choose the int8 calibration on")
+    chosen = q.best_int8(
+        proto,
+        q.calibration_images(data.train_images, torch.as_tensor(train_idx), cfg.seed),
+        data.train_images[val_idx],
+        data.train_labels[val_idx],
+    )
+    int8 = chosen["model"]
+    checks = q.check_int8(int8, proto, data.test_images)
+    int8_info = {
+        "format": "QDQ: int8 weights per channel (7 bits used), uint8 activations per tensor",
+        "calibration_method": chosen["method"],
+        "calibration_images": f"{min(q.CALIBRATION_IMAGES, len(train_idx))} of the training split (seed {cfg.seed})",
+        "val_accuracy_by_method": chosen["tried"],
+        "methods_failed": chosen["failed"],
+        "val_accuracy": chosen["val_accuracy"],
+        "float_val_accuracy": chosen["float_val_accuracy"],
+        "test_accuracy": q.accuracy(q.make_session(int8), data.test_images, data.test_labels),
+        "float_test_accuracy": q.accuracy(q.make_session(proto), data.test_images, data.test_labels),
+        "max_val_loss": q.MAX_LOSS,
+    }
+    meta["int8"] = int8_info
+    onnx.helper.set_model_props(int8, {META_PREFIX + k: json.dumps(v) for k, v in meta.items()})
+    description = describe(int8, tta, source, checks) | {"calibration": calibration, "int8": int8_info}
+    return write_export(run, out, int8, description)
+
+
+def source_of(run: RunFolder, model, cfg, metrics: dict) -> dict:
+    """Where an exported file came from: the run, its checkpoint and its figures."""
+    return {
+        "run": str(run.path),
+        "checkpoint": BEST,
+        "checkpoint_sha256": sha256_of(run.file(BEST)),
+        "model": cfg.model,
+        "parameters": count_params(model),
+        "test_accuracy": metrics.get("test_accuracy"),
+        "best_epoch": metrics.get("best_epoch"),
+    }
 
 
 def calibration_of(metrics: dict) -> dict:
@@ -92,15 +164,13 @@ def calibration_of(metrics: dict) -> dict:
     }
 
 
-def describe(proto, out: Path, tta: dict, source: dict, checks: dict) -> dict:
-    """The JSON description written beside an exported file."""
+def describe(proto, tta: dict, source: dict, checks: dict) -> dict:
+    """The JSON description written beside an exported file (write_export adds its name and digest)."""
     import onnx
     import onnxscript
 
     return {
         "format": FORMAT,
-        "file": out.name,
-        "sha256": sha256_of(out),
         "classes": list(CLASSES),
         "input": {"name": INPUT, "shape": ["batch", 1, 28, 28], "dtype": "float32", "range": [0.0, 1.0]},
         "output": {
