@@ -24,7 +24,7 @@ from uvicorn.supervisors import Multiprocess
 
 from fmnist.device import cores
 from fmnist.files import read_json, write_json
-from fmnist.inference.predictor import Predictor, load_predictor, model_predictor, onnx_predictor
+from fmnist.inference.predictor import Predictor, load_predictor, model_predictor, runtime_predictor
 from fmnist.serve.settings import METRICS_ENV, UVICORN, Settings
 
 SPEC_ENV = "FMNIST_SERVE_SPEC"  # the folder a worker builds its app from
@@ -64,7 +64,7 @@ def read_spec(folder: Path) -> tuple[dict[str, Predictor], Settings]:
     for m in spec["models"]:
         if "onnx" in m:
             proto = onnx.load_from_string((folder / m["onnx"]).read_bytes())
-            p = onnx_predictor(proto, m["name"], m["source"], m["info"], threads)
+            p = runtime_predictor(proto, m["backend"], m["name"], m["source"], m["info"], threads)
         elif "torch" in m:
             p = torch_predictor(folder / m["torch"], m["name"], m["source"], m["info"])
         else:
