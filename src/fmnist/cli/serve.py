@@ -38,6 +38,8 @@ def serve_sources(names: list[str]) -> list[Path]:
 
 
 def cmd_serve(args) -> int:
+    if args.engine == "triton":
+        return serve_triton(args)
     try:
         import uvicorn
 
@@ -73,6 +75,42 @@ def cmd_serve(args) -> int:
             ).run()
     except SystemExit as e:  # uvicorn exits when it cannot bind the address
         raise FmnistError(f"cannot serve on {args.host}:{args.port} (in use, or not an address here)") from e
+    return 0
+
+
+def serve_triton(args) -> int:
+    """The sources on the Triton server, in the foreground until Ctrl-C (exit 0) or until it stops
+    by itself (its error as one line, exit 1)."""
+    from fmnist.serve.triton import TritonServer, repository_of, server_home
+
+    settings = settings_from(args)
+    if args.processes != 1 or args.backend not in (None, "onnx"):
+        raise UsageError(
+            "--processes and --backend are fmnist's engine's: Triton runs ONNX Runtime in its own instances"
+        )
+    if args.port + 2 > 65535:
+        raise UsageError(f"--port {args.port}: Triton takes it and the next two ports (gRPC, metrics)")
+    server_home()  # no server, no export
+    sources = serve_sources(args.sources)
+    for port in (args.port, args.port + 1, args.port + 2):
+        check_address(args.host, port)
+    delay_us = round(settings.max_delay * 1e6)
+    with repository_of(sources, settings.max_batch, delay_us) as repository:
+        server = TritonServer(repository, args.host, args.port, echo=sys.stderr)
+        try:
+            server.wait_ready()
+            print(
+                f"serving {', '.join(server.models)} on Triton {server.url} (HTTP; gRPC {args.host}:{args.port + 1}, "
+                f"metrics {server.url.rsplit(':', 1)[0]}:{args.port + 2}/metrics; Ctrl-C stops)",
+                flush=True,
+            )
+            code = server.proc.wait()
+            if code:
+                raise FmnistError(f"tritonserver stopped (exit {code}): {server.first_error()}")
+        except KeyboardInterrupt:
+            print("stopping Triton", file=sys.stderr, flush=True)
+        finally:
+            server.stop()
     return 0
 
 
@@ -125,16 +163,23 @@ def add_parsers(sub) -> None:
         nargs="*",
         metavar="RUN_OR_ONNX",
         help="run folders, study folders (their runs) or .onnx files (default: the runs of the "
-        "newest study under runs/)",
+        "newest study under runs/); with --engine triton, runs, studies or one Triton model repository",
     )
     add_trust_flag(p)
+    p.add_argument(
+        "--engine",
+        choices=("fmnist", "triton"),
+        default="fmnist",
+        help="fmnist (default: this JSON API and page) or triton: the runs exported to a Triton model "
+        "repository (or a given one) on a real Triton server, HTTP on --port, gRPC and metrics on the next two",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument(
         "--backend",
         choices=BACKENDS,
-        help=f"for run folders: torch or onnx (default {DEFAULT_BACKEND}, the faster one measured); "
-        ".onnx files always run on ONNX Runtime",
+        help=f"for run folders: torch, onnx or openvino (default {DEFAULT_BACKEND}, the faster one measured); "
+        "for .onnx files: onnx (ONNX Runtime, default) or openvino",
     )
     add_limit_flags(p.add_argument_group("limits and scale"))
     p.set_defaults(func=cmd_serve)
