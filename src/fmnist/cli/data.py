@@ -66,6 +66,8 @@ def cmd_bench(args) -> int:
     from fmnist.files import write_json
     from fmnist.jobs.bench import run_bench
 
+    if args.formats is not None or args.runs:
+        return bench_formats_cmd(args)
     if args.epochs < 1 or args.batch_size < 1:
         raise UsageError("--epochs and --batch-size must be at least 1")
     backends = tuple(dict.fromkeys(b.strip() for b in args.backend.split(",") if b.strip()))
@@ -76,6 +78,23 @@ def cmd_bench(args) -> int:
         data, args.models, args.batch_size, args.epochs, args.device or "auto", args.quiet, backends, args.train
     )
     print_bench(result, backends, args.train)
+    if args.json:
+        write_json(Path(args.json), result)
+    return 0
+
+
+def bench_formats_cmd(args) -> int:
+    from fmnist.cli.serve import serve_sources
+    from fmnist.files import write_json
+    from fmnist.jobs.formats import FORMATS, bench_formats, format_table, parse_formats
+
+    if not args.runs:
+        raise UsageError("--formats measures trained runs: name run or study folders (fmnist bench --formats F RUN...)")
+    formats = parse_formats(args.formats or ",".join(FORMATS))
+    result = bench_formats(serve_sources(args.runs), formats, args.data_dir, args.verify, args.quiet)
+    m = result["machine"]
+    print(f"{m['cpu']} ({m['cores']} cores, AVX-512 {'yes' if m['avx512'] else 'no'}), torch {m['torch']}")
+    print(format_table(result))
     if args.json:
         write_json(Path(args.json), result)
     return 0
@@ -125,7 +144,20 @@ def add_parsers(sub) -> None:
     p.add_argument("--net-arg", dest="net_args", action=NetArg, metavar="NAME=VALUE", help="the network's arguments")
     p.set_defaults(func=cmd_models)
 
-    p = sub.add_parser("bench", help="measure training and prediction speed on the real data")
+    p = sub.add_parser(
+        "bench", help="measure training and prediction speed on the real data, or trained runs in every format"
+    )
+    p.add_argument(
+        "runs",
+        nargs="*",
+        metavar="RUN",
+        help="with --formats: trained run or study folders, each measured in each format",
+    )
+    p.add_argument(
+        "--formats",
+        metavar="torch,onnx,int8,openvino",
+        help="deployable formats to export, check and measure for the RUNs, comma-separated (default all four)",
+    )
     p.add_argument(
         "--models",
         nargs="+",
