@@ -9,14 +9,25 @@ DEBIAN_DATA := dataset-fashion-mnist
 # (the page tests) and PostgreSQL (the sweep tests on a shared database).
 TEST_PACKAGES := g++ chromium postgresql
 TEST_PROGRAMS := g++ /usr/bin/chromium
-.PHONY: setup data test-deps study test lint bench docs lab clean
+.PHONY: setup data test-deps study test lint bench docs lab triton clean
+TRITON := $(VENV)/triton
 
 $(BIN)/fmnist: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[serve,sweep,audit,track,test,dev,notebooks,docs]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[serve,sweep,audit,track,test,dev,notebooks,docs,openvino,triton]'
 	touch $@
 
 setup: $(BIN)/fmnist
+
+# Triton's server from the nvidia-pytriton wheel, for the server alone: its files (tritonserver, the
+# Python backend and its stubs) under .venv/triton, without its Python package, whose NumPy < 2 pin
+# fmnist's environment cannot take. `fmnist serve --engine triton` finds it there; the Python
+# backend then runs fmnist's own interpreter and packages (NumPy, ONNX Runtime).
+$(TRITON)/pytriton/tritonserver/bin/tritonserver: constraints.txt | $(BIN)/fmnist
+	$(BIN)/pip install --quiet --no-deps --upgrade --target $(TRITON) -c constraints.txt nvidia-pytriton
+	touch $@
+
+triton: $(TRITON)/pytriton/tritonserver/bin/tritonserver
 
 # Find or download the data; failing that, install Debian's package where apt and root allow.
 data: setup
@@ -46,7 +57,7 @@ study: data
 	$(BIN)/fmnist study --out $(STUDY_OUT) --overwrite
 
 # Two test processes: many tests wait on subprocesses, servers and torchrun, so two keep both cores busy.
-test: data test-deps lint
+test: data test-deps lint triton
 	$(BIN)/pytest -q -n 2
 
 lint: setup
