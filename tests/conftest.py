@@ -162,6 +162,23 @@ def runs(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="session")
+def deployable(tmp_path_factory):
+    """A study model (simple_cnn) and a run with test-time views (flip and shift), trained for two
+    epochs on synthetic data and exported, for the deployment formats' tests."""
+    from fmnist.cli.main import main
+
+    root = tmp_path_factory.mktemp("deployable")
+    write_dataset(root / "data", train_per_class=50)
+    plain = train_args(root / "data", root / "simple_cnn", "simple_cnn", "--epochs", "2")
+    views = train_args(root / "data", root / "views", "shallow", "--epochs", "2", "--tta", "--tta-shift", "1")
+    for argv in (plain, views):
+        assert main([str(a) for a in argv]) == 0
+    for name in ("simple_cnn", "views"):  # exported once: the runtimes load the run's model.onnx
+        assert main(["export", str(root / name)]) == 0
+    return root
+
+
 def free_port() -> int:
     import socket
 
