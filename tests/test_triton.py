@@ -41,8 +41,8 @@ def test_config_parses_against_tritons_own_schema(deployable, tmp_path, capsys):
     assert float(cfg.parameters["test_accuracy"].string_value) == metrics["test_accuracy"]
     assert (folder / "1" / "model.onnx").is_file() and not (folder / "1" / "model.py").exists()
     # The Python backend's repository runs the same file inside Triton.
-    code, _, err = cli(capsys, "export", deployable / "views", "--format", "triton", "--triton-backend", "python",
-                       "--out", repo)  # fmt: skip
+    python = ["--format", "triton", "--triton-backend", "python", "--out", repo]
+    code, _, err = cli(capsys, "export", deployable / "views", *python)
     assert code == 0, err
     assert text_format.Parse((folder / "config.pbtxt").read_text(), mc.ModelConfig()).backend == "python"
     assert (folder / "1" / "model.py").is_file()
@@ -130,8 +130,8 @@ def test_triton_serves_runs_with_fmnists_answers(deployable):
 
 def test_a_model_that_cannot_load_stops_the_start_in_one_line(deployable, tmp_path, capsys):
     repo = tmp_path / "repo"
-    assert cli(capsys, "export", deployable / "views", "--format", "triton", "--triton-backend", "python",
-               "--out", repo)[0] == 0  # fmt: skip
+    python = ["--format", "triton", "--triton-backend", "python", "--out", repo]
+    assert cli(capsys, "export", deployable / "views", *python)[0] == 0
     (repo / "views" / "1" / "model.py").write_text("raise ImportError('no such package: shiny')\n")
     port = free_port()
     r = subprocess.run(
