@@ -50,7 +50,8 @@ def curves(history: list[dict], path: Path, title: str = "") -> None:
         ax.set_title("time to accuracy")
         ax.grid(alpha=0.3)
     fig.suptitle(title)
-    _save(fig, path)
+    fig.subplots_adjust(left=0.06 if timed else 0.08, right=0.98, bottom=0.14, top=0.86, wspace=0.25)
+    _save(fig, path, tight=False)
 
 
 def confusion(cm: list[list[int]], path: Path, title: str = "") -> None:
@@ -67,7 +68,8 @@ def confusion(cm: list[list[int]], path: Path, title: str = "") -> None:
         ax.text(j, i, str(v), ha="center", va="center", fontsize=7, color="white" if v > cm.max() / 2 else "black")
     fig.colorbar(im, ax=ax)
     ax.set_title(title)
-    _save(fig, path)
+    fig.subplots_adjust(left=0.17, right=0.98, bottom=0.2, top=0.93)
+    _save(fig, path, tight=False)
 
 
 def tile_grid(
@@ -192,7 +194,8 @@ def reliability(logits: torch.Tensor, labels: torch.Tensor, temperature: float, 
         ax.set(xlabel="confidence", ylabel="accuracy", title=title, xlim=(0, 1), ylim=(0, 1))
         ax.legend(loc="upper left")
     fig.suptitle("reliability (test set)")
-    _save(fig, path)
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.84, wspace=0.2)
+    _save(fig, path, tight=False)
 
 
 def top_losses(images: torch.Tensor, labels: torch.Tensor, probs: torch.Tensor, path: Path, k: int = 10) -> None:
