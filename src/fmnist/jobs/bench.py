@@ -188,10 +188,10 @@ def run_bench(
     configs = [resolve_network(TrainConfig(model=name)) for name in models]
     for cfg in configs:
         create_network(cfg)  # unknown names, bad files and classes fail before any measuring
-    if "onnx" in backends and dev.type != "cpu":
+    if {"onnx", "openvino"} & set(backends) and dev.type != "cpu":
         from fmnist.errors import UsageError
 
-        raise UsageError("--backend onnx is measured on the CPU; use --device cpu")
+        raise UsageError("--backend onnx and openvino are measured on the CPU; use --device cpu")
     result = {
         "machine": machine(),
         "matmul_gflops": matmul_gflops(),

@@ -12,7 +12,7 @@ from fmnist.serve.schemas import ERRORS, InferRequest, InferResponse, ModelMetad
 from fmnist.serve.tensors import HEADER_LENGTH, parse_request, response_body
 
 router = APIRouter(prefix="/v2")
-PLATFORMS = {"onnx": "onnxruntime_onnx", "torch": "pytorch"}
+PLATFORMS = {"onnx": "onnxruntime_onnx", "torch": "pytorch", "openvino": "openvino_onnx"}
 INLINE_BYTES = 64 * 1024  # an /infer body up to this size (about 4 images of JSON) is parsed in place
 
 
