@@ -78,6 +78,27 @@ def _start(*args) -> tuple[subprocess.Popen, int, list[str]]:
     raise AssertionError("no three free ports")
 
 
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in _pids() if _stat(p)[1] == pid]
+
+
+def _group(pgid: int) -> list[int]:
+    return [int(p) for p in _pids() if _stat(p)[2] == pgid]
+
+
+def _pids() -> list[str]:
+    return [p.name for p in Path("/proc").iterdir() if p.name.isdigit()]
+
+
+def _stat(pid: str) -> tuple[str, int, int]:
+    """A process's state, parent and process group (0s for one that has just ended)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return ("X", 0, 0)
+    return (fields[0], int(fields[1]), int(fields[2])) if fields[0] != "Z" else ("Z", 0, 0)
+
+
 def test_triton_serves_runs_with_fmnists_answers(deployable):
     import tritonclient.grpc as tgrpc
     import tritonclient.http as thttp
@@ -120,10 +141,13 @@ def test_triton_serves_runs_with_fmnists_answers(deployable):
                 batched = True
                 break
         assert batched, stats
+        server = _children(proc.pid)
+        assert len(server) == 1 and len(_group(server[0])) > 1  # tritonserver and its backend stubs
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(30)
     assert code == 0  # Ctrl-C stops the server and fmnist in order
+    assert not _group(server[0])  # nothing of Triton's left running
     import socket
 
     with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port), timeout=2):

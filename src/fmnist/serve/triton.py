@@ -198,14 +198,25 @@ class TritonServer:
         return _message(self.log[-1]) if self.log else "it printed nothing"
 
     def stop(self) -> int:
-        """Stop the server as Ctrl-C would (SIGINT: in-flight requests finish), killing it if it hangs."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+        """Stop the server as Ctrl-C would (SIGINT: in-flight requests finish), killing it if it hangs,
+        then whatever of its process group is left (its backend stubs); a second Ctrl-C meanwhile
+        does not leave them running."""
+        while True:
             try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
+                if self.proc.poll() is None:
+                    self.proc.send_signal(signal.SIGINT)
+                    try:
+                        self.proc.wait(15)
+                    except subprocess.TimeoutExpired:
+                        self.proc.kill()
+                        self.proc.wait()
+                break
+            except KeyboardInterrupt:
                 self.proc.kill()
-                self.proc.wait()
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
         self._reader.join(5)
         self._tmp.cleanup()
         return self.proc.returncode
