@@ -163,19 +163,26 @@ def runs(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def deployable(tmp_path_factory):
+def deployable(tmp_path_factory, worker_id):
     """A study model (simple_cnn) and a run with test-time views (flip and shift), trained for two
-    epochs on synthetic data and exported, for the deployment formats' tests."""
+    epochs on synthetic data and exported, for the deployment formats' tests: made once for all
+    test processes (the first to ask makes it, under a lock; the others read it)."""
+    from filelock import FileLock
+
     from fmnist.cli.main import main
 
-    root = tmp_path_factory.mktemp("deployable")
-    write_dataset(root / "data", train_per_class=50)
-    plain = train_args(root / "data", root / "simple_cnn", "simple_cnn", "--epochs", "2")
-    views = train_args(root / "data", root / "views", "shallow", "--epochs", "2", "--tta", "--tta-shift", "1")
-    for argv in (plain, views):
-        assert main([str(a) for a in argv]) == 0
-    for name in ("simple_cnn", "views"):  # exported once: the runtimes load the run's model.onnx
-        assert main(["export", str(root / name)]) == 0
+    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    root = shared / "deployable"
+    with FileLock(str(shared / "deployable.lock")):
+        if not (root / "done").is_file():
+            write_dataset(root / "data", train_per_class=50)
+            plain = train_args(root / "data", root / "simple_cnn", "simple_cnn", "--epochs", "2")
+            views = train_args(root / "data", root / "views", "shallow", "--epochs", "2", "--tta", "--tta-shift", "1")
+            for argv in (plain, views):
+                assert main([str(a) for a in argv]) == 0
+            for name in ("simple_cnn", "views"):  # exported once: the runtimes load the run's model.onnx
+                assert main(["export", str(root / name)]) == 0
+            (root / "done").touch()
     return root
 
 
