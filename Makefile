@@ -56,9 +56,10 @@ test-deps:
 study: data
 	$(BIN)/fmnist study --out $(STUDY_OUT) --overwrite
 
-# Two test processes: many tests wait on subprocesses, servers and torchrun, so two keep both cores busy.
+# Two test processes: many tests wait on subprocesses, servers and torchrun, so two keep both cores
+# busy. Each module runs whole on one of them (its fixtures made once), the longest first (conftest).
 test: data test-deps lint triton
-	$(BIN)/pytest -q -n 2
+	$(BIN)/pytest -q -n 2 --dist loadscope
 
 lint: setup
 	$(BIN)/ruff format --check src tests benchmarks docs examples

@@ -31,6 +31,34 @@ def pytest_configure(config) -> None:
     torch.set_num_threads(len(share))  # PyTorch counted the cores when conftest imported it
 
 
+# The modules that take longest, longest first (measured: `pytest --durations=0`, summed by file).
+# Under `--dist loadscope` (make test) each module runs whole on one test process, and the processes
+# take modules in collection order: the long ones first leave the short ones to even out the end.
+LONGEST_FIRST = (
+    "test_distributed",
+    "test_sweep",
+    "test_seams",
+    "test_serve_scale",
+    "test_serve",
+    "test_export",
+    "test_page",
+    "test_realdata",
+    "test_notebooks",
+    "test_networks",
+    "test_reliability",
+    "test_trust",
+    "test_triton",
+    "test_formats",
+    "test_recipes",
+    "test_understand",
+)
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.module.__name__.rsplit(".", 1)[-1], len(rank)))
+
+
 def make_split(per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Images whose class is written as a bright bar at a class-dependent row, plus noise."""
     rng = np.random.default_rng(seed)

@@ -108,7 +108,7 @@ def test_openvino_serves(trained):
         meta = client.get("/v2/models/views")
         models = client.get("/models")
     assert meta.status_code == 200 and meta.json()["platform"] == "openvino_onnx"
-    assert models.status_code == 200 and models.json()[0]["backend"] == "openvino"
+    assert models.status_code == 200 and models.json()["models"][0]["backend"] == "openvino"
     assert r.status_code == 200
     got = torch.tensor(r.json()["outputs"][0]["data"]).reshape(2, 10)
     want = load_predictor(trained / "views", "onnx").logits(torch.full((2, 1, 28, 28), 0.25))
