@@ -180,13 +180,17 @@ def register(monkeypatch):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Two run folders (shallow, simple_cnn) trained for an epoch on synthetic data, for the server's tests."""
+    """Two run folders (shallow, simple_cnn) trained for an epoch on synthetic data and exported,
+    for the server's tests."""
     from fmnist.cli.main import main
 
     root = tmp_path_factory.mktemp("served")
     write_dataset(root / "data", train_per_class=20)
     for name in ("shallow", "simple_cnn"):
         assert main([str(a) for a in train_args(root / "data", root / name, name, "--epochs", "1")]) == 0
+        # Exported once, as a user deploying a run would: every server started on these runs loads
+        # the checked file instead of exporting the graph again (tests/test_export.py tests that).
+        assert main(["export", str(root / name)]) == 0
     return root
 
 
