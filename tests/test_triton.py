@@ -145,9 +145,12 @@ def test_triton_serves_runs_with_fmnists_answers(deployable):
         assert len(server) == 1 and len(_group(server[0])) > 1  # tritonserver and its backend stubs
     finally:
         proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)  # an impatient second Ctrl-C while Triton shuts down
         code = proc.wait(30)
     assert code == 0  # Ctrl-C stops the server and fmnist in order
-    assert not _group(server[0])  # nothing of Triton's left running
+    time.sleep(0.5)
+    assert not _group(server[0])  # nothing of Triton's left running, its backend stubs included
     import socket
 
     with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port), timeout=2):

@@ -90,7 +90,8 @@ def export_triton(args) -> int:
     )
     for w in written:
         accuracy = w["export"]["source"]["test_accuracy"]
-        print(f"wrote {w['folder']} (config.pbtxt, labels.txt, 1/model.onnx; test accuracy {accuracy})")
+        figure = f"test accuracy {accuracy:.4f}" if isinstance(accuracy, float) else "not yet tested"
+        print(f"wrote {w['folder']} (config.pbtxt, labels.txt, 1/model.onnx; {figure})")
     print(f"Triton model repository: {args.out} ({args.triton_backend or 'onnxruntime'} backend)")
     return 0
 
