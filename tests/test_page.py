@@ -14,6 +14,7 @@ from PIL import Image
 from playwright.sync_api import sync_playwright
 
 from fmnist.data import load_fashion_mnist
+from fmnist.jobs.export import export_run
 from fmnist.jobs.train import train_run
 from fmnist.training.config import TrainConfig
 
@@ -39,6 +40,7 @@ def served(tmp_path_factory):
     for name in ("shallow", "simple_cnn"):
         cfg = TrainConfig(model=name, epochs=1, batch_size=128, device="cpu", quiet=True)
         train_run(cfg, root / "runs" / name, data=part)
+        export_run(root / "runs" / name, data=real)  # as deployed: the servers load the checked file
     shutil.copytree(root / "runs" / "shallow", root / "runs" / "extra")  # listed, not served at first
     image = root / "test-image-0.png"  # a real test-set image, as a user would save it
     Image.fromarray((real.test_images[0, 0].numpy() * 255).round().astype(np.uint8)).save(image)
