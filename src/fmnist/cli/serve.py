@@ -51,12 +51,7 @@ def cmd_serve(args) -> int:
         ) from None
     settings = settings_from(args)
     backend = check_backend(args.backend)
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(
-            f"warning: serving on {args.host}: the server has no authentication; anyone who reaches "
-            "this address can use it",
-            file=sys.stderr,
-        )
+    warn_if_public(args.host)
     sources = serve_sources(args.sources)
     loaded = load_models(sources, backend)  # loaded and warmed: a failure stops here
     check_address(args.host, args.port)  # before saying "serving": a port in use is the only line
@@ -78,6 +73,14 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def warn_if_public(host: str) -> None:
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"warning: serving on {host}: the server has no authentication; anyone who reaches this address can use it",
+            file=sys.stderr,
+        )
+
+
 def serve_triton(args) -> int:
     """The sources on the Triton server, in the foreground until Ctrl-C (exit 0) or until it stops
     by itself (its error as one line, exit 1)."""
@@ -91,6 +94,7 @@ def serve_triton(args) -> int:
     if args.port + 2 > 65535:
         raise UsageError(f"--port {args.port}: Triton takes it and the next two ports (gRPC, metrics)")
     server_home()  # no server, no export
+    warn_if_public(args.host)
     sources = serve_sources(args.sources)
     for port in (args.port, args.port + 1, args.port + 2):
         check_address(args.host, port)
