@@ -53,6 +53,12 @@ def test_int8_keeps_validation_accuracy_and_says_so(trained, tmp_path, capsys, m
     data = run.data(cfg)
     accuracy = (p.logits(data.test_images).argmax(1) == data.test_labels).float().mean().item()
     assert accuracy == pytest.approx(q["test_accuracy"])
+    # From Python, the same file and description.
+    import fmnist
+
+    again = fmnist.open(trained / "simple_cnn").export(tmp_path / "api.int8.onnx", int8=True)
+    assert json.loads((tmp_path / "api.int8.onnx.json").read_text())["int8"] == q
+    assert again.read_bytes() == out.read_bytes()
 
 
 def test_int8_that_loses_accuracy_is_refused_and_not_written(trained, tmp_path, capsys, monkeypatch):

@@ -85,12 +85,18 @@ class Run:
 
         return evaluate_run(self.folder, data_dir=data_dir, verify=verify)
 
-    def export(self, path: Path | str | None = None) -> Path:
-        """The tested model as ONNX (default RUN/model.onnx), checked against PyTorch."""
-        from fmnist.jobs.export import export_run
+    def export(self, path: Path | str | None = None, int8: bool = False) -> Path:
+        """The tested model as ONNX (default RUN/model.onnx), checked against PyTorch; with `int8`,
+        statically quantised (default RUN/model.int8.onnx), as `fmnist export --int8`."""
+        from fmnist.jobs.export import export_int8, export_run
 
-        out = Path(path) if path is not None else self.folder.export_path()
-        export_run(self.path, out)
+        default = self.folder.export_path()
+        if int8:
+            out = Path(path) if path is not None else default.with_suffix(".int8.onnx")
+            export_int8(self.path, out)
+        else:
+            out = Path(path) if path is not None else default
+            export_run(self.path, out)
         return out
 
     def explain(
