@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,6 +19,7 @@ from fmnist.inference.onnx_runtime import INPUT, META_PREFIX, OUTPUT
 from fmnist.models import count_params
 from fmnist.run.folder import BEST, RunFolder
 from fmnist.run.tracking import track_export
+from fmnist.training.config import TrainConfig
 
 
 def check_out(run: RunFolder, out: Path) -> None:
@@ -46,19 +48,38 @@ def export_run(
     run = RunFolder(run_dir).require()
     out = Path(out) if out is not None else run.export_path()
     check_out(run, out)
-    model, cfg, _ = run.load_model()
-    metrics = run.metrics() or {}
-    source = source_of(run, model, cfg, metrics)
-    tta = {"flip": cfg.tta, "shift": cfg.tta_shift}
-    calibration = calibration_of(metrics)
-    meta = {"classes": list(CLASSES), "source": source, "tta": tta, "calibration": calibration}
-    proto = to_onnx(copy.deepcopy(model), cfg, meta)
-    data = data or run.data(cfg, data_dir, verify)
-    checks = check_exported(proto, model, cfg, data.test_images)
-    description = describe(proto, tta, source, checks) | {"calibration": calibration}
-    description = write_export(run, out, proto, description)
+    f = float_export(run, data, data_dir, verify)
+    description = describe(f.proto, f.meta["tta"], f.meta["source"], f.checks) | {"calibration": f.meta["calibration"]}
+    description = write_export(run, out, f.proto, description)
     track_export(run, out)  # joins the run's MLflow run, where it was tracked
     return description
+
+
+@dataclass
+class FloatExport:
+    """A run's tested model as a checked float ONNX graph, with what it was made from."""
+
+    cfg: TrainConfig
+    data: FashionMNIST
+    proto: object  # onnx.ModelProto, with fmnist's metadata
+    meta: dict  # classes, source, tta, calibration: the metadata and the description share them
+    checks: dict  # what check_exported measured
+
+
+def float_export(run: RunFolder, data: FashionMNIST | None, data_dir: str | None, verify: bool | None) -> FloatExport:
+    """The run's best checkpoint exported (test-time views inside) and through every export check,
+    on the run's test images; nothing is written."""
+    model, cfg, _ = run.load_model()
+    metrics = run.metrics() or {}
+    meta = {
+        "classes": list(CLASSES),
+        "source": source_of(run, model, cfg, metrics),
+        "tta": {"flip": cfg.tta, "shift": cfg.tta_shift},
+        "calibration": calibration_of(metrics),
+    }
+    proto = to_onnx(copy.deepcopy(model), cfg, meta)
+    data = data or run.data(cfg, data_dir, verify)
+    return FloatExport(cfg, data, proto, meta, check_exported(proto, model, cfg, data.test_images))
 
 
 def write_export(run: RunFolder, out: Path, proto, description: dict) -> dict:
@@ -102,15 +123,8 @@ def export_int8(
     run = RunFolder(run_dir).require()
     out = Path(out) if out is not None else run.export_path().with_suffix(".int8.onnx")
     check_out(run, out)
-    model, cfg, _ = run.load_model()
-    metrics = run.metrics() or {}
-    tta = {"flip": cfg.tta, "shift": cfg.tta_shift}
-    source = source_of(run, model, cfg, metrics)
-    calibration = calibration_of(metrics)
-    meta = {"classes": list(CLASSES), "source": source, "tta": tta, "calibration": calibration}
-    proto = to_onnx(copy.deepcopy(model), cfg, meta)
-    data = data or run.data(cfg, data_dir, verify)
-    check_exported(proto, model, cfg, data.test_images)
+    f = float_export(run, data, data_dir, verify)
+    cfg, data, proto, meta = f.cfg, f.data, f.proto, dict(f.meta)
     train_idx, val_idx = stratified_split(data.train_labels, cfg.val_split, cfg.seed, cfg.exclude)
     if not len(val_idx):
         raise q.QuantizeError(f"{run.path} has no validation split to choose the int8 calibration on")
@@ -136,7 +150,10 @@ def export_int8(
     }
     meta["int8"] = int8_info
     onnx.helper.set_model_props(int8, {META_PREFIX + k: json.dumps(v) for k, v in meta.items()})
-    description = describe(int8, tta, source, checks) | {"calibration": calibration, "int8": int8_info}
+    description = describe(int8, meta["tta"], meta["source"], checks) | {
+        "calibration": meta["calibration"],
+        "int8": int8_info,
+    }
     return write_export(run, out, int8, description)
 
 
