@@ -144,6 +144,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--net-arg", dest="net_args", action=NetArg, metavar="NAME=VALUE", help="the network's arguments")
     p.set_defaults(func=cmd_models)
 
+    add_bench_parser(sub)
+
+
+def add_bench_parser(sub) -> None:
     p = sub.add_parser(
         "bench", help="measure training and prediction speed on the real data, or trained runs in every format"
     )

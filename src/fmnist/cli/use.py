@@ -150,6 +150,12 @@ def add_parsers(sub) -> None:
     add_trust_flag(p)
     p.set_defaults(func=cmd_evaluate)
 
+    add_export_parser(sub)
+    add_predict_parser(sub)
+    add_explain_parser(sub)
+
+
+def add_export_parser(sub) -> None:
     p = sub.add_parser(
         "export", help="write a run's tested model as ONNX (float or int8) or runs as a Triton model repository"
     )
@@ -186,6 +192,8 @@ def add_parsers(sub) -> None:
     add_trust_flag(p)
     p.set_defaults(func=cmd_export)
 
+
+def add_predict_parser(sub) -> None:
     p = sub.add_parser("predict", help="classify your own image files with a trained run or an .onnx file")
     p.add_argument(
         "source",
@@ -203,8 +211,6 @@ def add_parsers(sub) -> None:
     )
     add_trust_flag(p)
     p.set_defaults(func=cmd_predict)
-
-    add_explain_parser(sub)
 
 
 def add_explain_parser(sub) -> None:

@@ -13,6 +13,7 @@ error as the one line.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -45,7 +46,7 @@ def server_home() -> Path:
         candidates.append(Path(pytriton.__file__).parent / "tritonserver")
     except ImportError:
         pass
-    on_path = os.environ.get("PATH") and __import__("shutil").which("tritonserver")
+    on_path = shutil.which("tritonserver")
     if on_path:
         candidates.append(Path(on_path).resolve().parents[1])  # /opt/tritonserver/bin/tritonserver
     for home in candidates:
