@@ -23,7 +23,7 @@ import torch
 
 from fmnist.audit import REPEATS, duplicates, labels
 from fmnist.audit.folds import fold_indices
-from fmnist.data import FashionMNIST, fingerprint, stratified_split
+from fmnist.data import FashionMNIST, fingerprint
 from fmnist.device import resolve_device
 from fmnist.errors import UsageError
 from fmnist.files import write_csv
@@ -33,7 +33,7 @@ from fmnist.models.network import create_network
 from fmnist.reports.audit import write_audit_report
 from fmnist.run import audit as names
 from fmnist.run.audit import AuditFolder
-from fmnist.run.folder import RunFolder, load_data
+from fmnist.run.folder import RunFolder, load_data, split_of
 from fmnist.run.tracking import check_tracking
 from fmnist.training.config import TrainConfig
 from fmnist.training.setup import check_trainable
@@ -53,7 +53,7 @@ def check_audit(cfg: TrainConfig, data: FashionMNIST, folds: int, similarity: fl
         raise UsageError(f"--similarity {similarity}: give a cosine similarity in (0, 1]")
     parts = fold_indices(data.train_labels, folds, cfg.seed)
     largest = max(parts, key=len).tolist()
-    n_train = len(stratified_split(data.train_labels, cfg.val_split, cfg.seed, largest)[0])
+    n_train = len(split_of(data.train_labels, cfg, largest)[0])
     check_trainable(create_network(cfg), cfg, n_train)
     return parts
 

@@ -14,13 +14,14 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from fmnist.data import FashionMNIST, stratified_split
+from fmnist.data import FashionMNIST
 from fmnist.device import resolve_device
 from fmnist.inference.predictor import Predictor, model_predictor
 from fmnist.models import flops_per_image
 from fmnist.models.forward import prepare
 from fmnist.models.network import create_network, resolve_network
 from fmnist.progress import bars
+from fmnist.run.folder import split_of
 from fmnist.training.config import TrainConfig
 from fmnist.training.loop import epoch_data, train_epoch
 from fmnist.training.setup import make_trainer
@@ -77,7 +78,7 @@ def bench_training(
 ) -> dict:
     """Seconds per training epoch: the median of `epochs` after a warm-up of a few steps."""
     cfg, name = dataclasses.replace(model_cfg, batch_size=batch_size, quiet=quiet), model_cfg.model
-    train_idx, _ = stratified_split(data.train_labels, cfg.val_split, cfg.seed, cfg.exclude)
+    train_idx, _ = split_of(data.train_labels, cfg)
     x, y = data.train_images[train_idx].to(device), data.train_labels[train_idx].to(device)
     torch.manual_seed(0)
     model = prepare(create_network(cfg), device)

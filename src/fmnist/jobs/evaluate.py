@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from fmnist.data import FashionMNIST, stratified_split
+from fmnist.data import FashionMNIST
 from fmnist.explain.methods import DEFAULT_METHOD, saliency_maps, torch_forward
 from fmnist.inference.calibration import calibrate
 from fmnist.inference.predictor import Predictor
@@ -15,7 +15,7 @@ from fmnist.reports import plots
 from fmnist.reports.diagnostics import check_run
 from fmnist.reports.html import write_run_report
 from fmnist.reports.metrics import metrics_from_logits
-from fmnist.run.folder import RunFolder
+from fmnist.run.folder import RunFolder, split_of
 from fmnist.training.config import TrainConfig
 
 
@@ -30,7 +30,7 @@ def evaluate_run(
     data = data or folder.data(cfg, data_dir, verify)
     logits = predict_logits(model, data.test_images, tta=cfg.tta, tta_shift=cfg.tta_shift)
     metrics = metrics_from_logits(logits, data.test_labels)
-    val = stratified_split(data.train_labels, cfg.val_split, cfg.seed, cfg.exclude)[1]
+    val = split_of(data.train_labels, cfg)[1]
     val_logits = predict_logits(model, data.train_images[val], tta=cfg.tta, tta_shift=cfg.tta_shift)
     metrics["calibration"] = calibrate(val_logits, data.train_labels[val], logits, data.test_labels)
     metrics["best_epoch"] = int(state["epoch"])

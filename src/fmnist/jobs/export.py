@@ -17,7 +17,7 @@ from fmnist.files import atomic_path, write_json
 from fmnist.inference.onnx_export import FORMAT, PREPROCESSING, check_exported, sha256_of, sidecar_path, to_onnx
 from fmnist.inference.onnx_runtime import INPUT, META_PREFIX, OUTPUT
 from fmnist.models import count_params
-from fmnist.run.folder import BEST, RunFolder
+from fmnist.run.folder import BEST, RunFolder, split_of
 from fmnist.run.tracking import track_export
 from fmnist.training.config import TrainConfig
 
@@ -117,7 +117,6 @@ def export_int8(
     validation accuracy, and refused (nothing written) where it loses more than half a point there."""
     import onnx
 
-    from fmnist.data.dataset import stratified_split
     from fmnist.inference import quantize as q
 
     run = RunFolder(run_dir).require()
@@ -125,7 +124,7 @@ def export_int8(
     check_out(run, out)
     f = float_export(run, data, data_dir, verify)
     cfg, data, proto, meta = f.cfg, f.data, f.proto, dict(f.meta)
-    train_idx, val_idx = stratified_split(data.train_labels, cfg.val_split, cfg.seed, cfg.exclude)
+    train_idx, val_idx = split_of(data.train_labels, cfg)
     if not len(val_idx):
         raise q.QuantizeError(f"{run.path} has no validation split to choose the int8 calibration on")
     chosen = q.best_int8(

@@ -17,11 +17,12 @@ import torch
 from torch import nn
 
 from fmnist.clock import process_seconds
-from fmnist.data import FashionMNIST, stratified_split
+from fmnist.data import FashionMNIST
 from fmnist.device import resolve_device
 from fmnist.errors import UsageError
 from fmnist.jobs.evaluate import evaluate_run
-from fmnist.run.folder import RunFolder, load_data
+from fmnist.models.ensemble import is_ensemble
+from fmnist.run.folder import RunFolder, load_data, split_of
 from fmnist.run.tracking import check_tracking, track_run
 from fmnist.stops import Diverged
 from fmnist.training.config import TrainConfig
@@ -33,7 +34,7 @@ from fmnist.training.setup import build_model, check_trainable
 def split(data: FashionMNIST, cfg: TrainConfig, device: torch.device):
     """Train and validation tensors on `device`, without the excluded training images; the test set
     stays out of training entirely."""
-    train_idx, val_idx = stratified_split(data.train_labels, cfg.val_split, cfg.seed, cfg.exclude)
+    train_idx, val_idx = split_of(data.train_labels, cfg)
     x, y = data.train_images, data.train_labels
     return ((x[train_idx].to(device), y[train_idx].to(device)), (x[val_idx].to(device), y[val_idx].to(device)))
 
@@ -158,6 +159,8 @@ def resume_run(run_dir: Path, overrides: dict | None = None, dist: Dist | None =
     becomes the run's with its first checkpoint, so a stop at any moment leaves a resumable run.
     """
     folder = RunFolder(run_dir).require()
+    if is_ensemble(folder.read_config().network):
+        raise UsageError(f"{folder.path} is an ensemble: it is made from its members, not trained; nothing to resume")
     saved, state = folder.resumable_config()
     cfg = resumed_config(saved, overrides or {})
     if cfg.epochs > saved.epochs and target_reached(state["history"], saved):

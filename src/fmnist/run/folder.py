@@ -24,7 +24,7 @@ from typing import Any
 
 from torch import nn
 
-from fmnist.data import FashionMNIST, load_fashion_mnist
+from fmnist.data import FashionMNIST, load_fashion_mnist, stratified_split
 from fmnist.device import resolve_device
 from fmnist.errors import FmnistError, UsageError
 from fmnist.files import read_csv, read_json, write_csv
@@ -160,6 +160,12 @@ class RunFolder(Folder):
             self.write_json(CONFIG, dataclasses.asdict(self.pending))
             self.pending = None
 
+    def save_made(self, state: dict[str, Any], history: list[dict]) -> None:
+        """A run made rather than trained (an ensemble): its best.pt and history, no last.pt, so
+        there is nothing to resume."""
+        save_checkpoint(self.record(BEST), state)
+        write_csv(self.record(HISTORY), history)
+
     def checkpoint(self, best: bool = True) -> dict[str, Any]:
         return load_checkpoint(self.file(BEST if best else LAST))
 
@@ -259,3 +265,9 @@ def load_data(cfg: TrainConfig, data_dir: str | None = None, verify: bool | None
         verify=cfg.verify if verify is None else verify,
         progress=not cfg.quiet,
     )
+
+
+def split_of(labels, cfg: TrainConfig, exclude=None):
+    """The (train, validation) indices a run is trained and validated on: its fraction, its split
+    seed and its excluded images (`exclude` in their place where given)."""
+    return stratified_split(labels, cfg.val_split, cfg.validation_seed(), cfg.exclude if exclude is None else exclude)

@@ -73,6 +73,11 @@ class TrainConfig:
     lr: float = hyper(1e-3, "learning rate (the peak, with a schedule)")
     val_split: float = hyper(0.1, "stratified fraction of the training set held out for validation")
     seed: int = hyper(0, "seed for initialisation, dropout, split, shuffling and augmentation")
+    split_seed: int = hyper(
+        -1,
+        "seed of the validation split alone (-1: the seed): runs of several seeds given one split seed "
+        "are validated on the same images, as an ensemble's members must be",
+    )
     # Beyond the study (the recipes use these; the defaults are the study's plain training):
     optimizer: str = hyper("adam", "adam, adamw, or sgd (with Nesterov momentum)")
     momentum: float = hyper(0.9, "SGD momentum")
@@ -155,6 +160,8 @@ class TrainConfig:
             value = getattr(self, key)
             if not (0 <= value < 1 if excludes_one else 0 <= value <= 1):
                 raise UsageError(f"{key} must lie in [0, 1{')' if excludes_one else ']'}, got {value}")
+        if self.split_seed < -1:
+            raise UsageError(f"split_seed must be -1 (the seed) or a seed of its own, got {self.split_seed}")
         if self.weight_decay < 0 or self.crop_pad < 0 or self.tta_shift < 0:
             raise UsageError("weight_decay, crop_pad and tta_shift must not be negative")
         check_device_name(self.device)
@@ -170,6 +177,10 @@ class TrainConfig:
                 f"schedule_restarts must be increasing epochs below {self.epochs}, got {self.schedule_restarts}"
             )
 
+    def validation_seed(self) -> int:
+        """The seed the validation split is drawn with."""
+        return self.seed if self.split_seed < 0 else self.split_seed
+
     @classmethod
     def fields_of(cls, *kinds: str) -> list[str]:
         return [f.name for f in dataclasses.fields(cls) if f.metadata["kind"] in kinds]
@@ -183,6 +194,8 @@ class TrainConfig:
 def shown_value(value: Any) -> Any:
     """A config value as a table or a tracking store shows it: a long list (the excluded images)
     by its length, not thousands of indices; a network's record by its name, file and digest."""
+    if isinstance(value, dict) and value.get("kind") == "ensemble":
+        return "ensemble of " + ", ".join(m["config"]["model"] for m in value["members"])
     if isinstance(value, dict) and "kind" in value and "sha256" in value:  # a network's record
         return f"{value.get('name')} ({value.get('file')}, sha256 {str(value['sha256'])[:12]})"
     return f"{len(value)} images" if isinstance(value, list) and len(value) > 3 else value
