@@ -141,6 +141,20 @@ def test_study_writes_summary_and_reports(trained, tmp_path, capsys):
         assert row in md, row
         assert f"<td>{m['test_accuracy']:.2%}</td><td>{m['test_loss']:.4f}</td>" in html
     assert "data:image/png;base64," in html
+    # The models combined: an ensemble run beside them, its row read back from its own folder.
+    combined = summary["combined"]
+    run = Path(combined["run_dir"])
+    metrics, cfg = json.loads((run / "metrics.json").read_text()), json.loads((run / "config.json").read_text())
+    assert combined["name"] == "the two combined" and run == tmp_path / "s" / "combined"
+    assert [m["run"] for m in cfg["network"]["members"]] == [m["run_dir"] for m in summary["models"]]
+    assert (combined["test_accuracy"], combined["test_loss"]) == (metrics["test_accuracy"], metrics["test_loss"])
+    assert combined["val_accuracy"] == files.read_csv(run / "history.csv")[0]["val_accuracy"]
+    assert combined["epochs"] == 2 and combined["params"] == sum(m["params"] for m in summary["models"])
+    assert f"| the two combined | {combined['params']:,} | 2 | 32 |" in md and "is their ensemble" in md
+    assert "<h3>the two combined</h3>" in html  # its confusion matrix beside the models'
+    f1 = metrics["classification_report"]["Trouser"]["f1-score"]
+    assert "| Trouser | " in md and f"{f1:.3f} |" in md.split("| Trouser |")[1].splitlines()[0]
+    assert "the two combined" in out
 
 
 def test_models_and_data_commands(trained, capsys):

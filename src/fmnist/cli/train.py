@@ -1,4 +1,4 @@
-"""`fmnist train`, `fmnist resume` and `fmnist study`."""
+"""`fmnist train`, `fmnist resume`, `fmnist study` and `fmnist ensemble`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,15 @@ import sys
 import time
 from pathlib import Path
 
-from fmnist.cli.flags import add_config_flags, add_train_flags, add_trust_flag, config_from, config_layers, given_flags
+from fmnist.cli.flags import (
+    add_config_flags,
+    add_data_flags,
+    add_train_flags,
+    add_trust_flag,
+    config_from,
+    config_layers,
+    given_flags,
+)
 from fmnist.errors import UsageError
 from fmnist.models import list_models
 from fmnist.models.study import STUDY_MODELS
@@ -99,7 +107,7 @@ def cmd_study(args) -> int:
     out = Path(args.out or f"runs/study-{time.strftime('%Y%m%d-%H%M%S')}")
     summary = run_study(args.models or STUDY_MODELS, base, out, overwrite=args.overwrite, net_args=net_args)
     print(f"{'model':<12} {'params':>10} {'val acc':>8} {'test acc':>8} {'train s':>8}")
-    for m in summary["models"]:
+    for m in summary["models"] + ([summary["combined"]] if "combined" in summary else []):
         print(
             f"{m['name']:<12} {m['params']:>10,} {m['val_accuracy']:>8.4f} {m['test_accuracy']:>8.4f} "
             f"{m['train_seconds']:>8.0f}"
@@ -108,6 +116,24 @@ def cmd_study(args) -> int:
         print(f"warning: {flag}", file=sys.stderr)
     print(f"report: {out / 'report.html'}")
     return 0
+
+
+def cmd_ensemble(args) -> int:
+    from fmnist.jobs.ensemble import ensemble_run
+    from fmnist.run.folder import load_data
+
+    members = [Path(p) for p in args.runs]
+    out = Path(args.out or f"runs/ensemble-{time.strftime('%Y%m%d-%H%M%S')}")
+    data = None
+    if args.data_dir is not None or args.verify is not None:  # this machine's copy, not the members' own
+        data = load_data(RunFolder(members[0]).read_config(), args.data_dir, args.verify)
+    metrics = ensemble_run(members, out, args.weights, args.overwrite, data, args.quiet)
+    chosen = metrics["ensemble"]
+    print(
+        f"ensemble of {len(members)} runs, {chosen['chosen']} weights "
+        f"({', '.join(f'{w:.3f}' for w in chosen['weights'])}; chosen on {chosen['on']})"
+    )
+    return print_run("ensemble", out, metrics)
 
 
 def add_parsers(sub) -> None:
@@ -143,3 +169,19 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", help="study folder (default runs/study-TIMESTAMP)")
     add_train_flags(p)
     p.set_defaults(func=cmd_study)
+
+    p = sub.add_parser("ensemble", help="combine trained runs into one ensemble run")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders validated on the same split (two or more)")
+    p.add_argument("--out", help="the ensemble's run folder (default runs/ensemble-TIMESTAMP)")
+    p.add_argument(
+        "--weights",
+        choices=("auto", "fitted", "uniform"),
+        default="auto",
+        help="members' weights: fitted on validation, uniform, or (auto) whichever validates better "
+        "by two-fold cross-validation inside the validation split (default auto)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    add_data_flags(p)
+    add_trust_flag(p)
+    p.set_defaults(func=cmd_ensemble)

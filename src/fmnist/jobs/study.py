@@ -8,35 +8,47 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from fmnist.data import CLASSES, fingerprint, stratified_split
+from fmnist.data import CLASSES, FashionMNIST, fingerprint
 from fmnist.device import resolve_device
 from fmnist.errors import UsageError
+from fmnist.jobs.ensemble import ensemble_run
 from fmnist.jobs.train import train_run
+from fmnist.models.ensemble import is_ensemble
 from fmnist.models.network import create_network, is_spec, layer_table, origin, parameters_of, resolve_network
 from fmnist.models.registry import describe as describe_model
 from fmnist.reports import plots
 from fmnist.reports.diagnostics import check_identical
 from fmnist.reports.html import write_study_report
 from fmnist.run.audit import AuditFolder, audit_for
-from fmnist.run.folder import RunFolder, load_data
+from fmnist.run.folder import RunFolder, load_data, split_of
 from fmnist.run.study import StudyFolder
 from fmnist.run.tracking import check_tracking
 from fmnist.stops import Diverged
-from fmnist.training.config import TrainConfig
+from fmnist.training.config import TrainConfig, make_config
 from fmnist.training.setup import trainable_problems
 
 PER_MODEL = ("model", "net_args", "network")  # a study's settings are those its models share
 
 
+COMBINED = "combined"  # the folder, inside the study's, of its models' ensemble
+NUMBERS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine"}
+
+
+def combined_name(n: int) -> str:
+    return f"the {NUMBERS.get(n, n)} combined"
+
+
 def summarize(run: RunFolder) -> dict:
-    """One model's row of summary.json, read from its run folder."""
+    """One model's row of summary.json, read from its run folder; an ensemble's (the study's models
+    combined) counts its members' epochs and parameters."""
     cfg, metrics, history = run.read_config(), run.metrics(), run.history()
     best = next(h for h in history if h["epoch"] == metrics["best_epoch"])
+    members = [make_config(m["config"]) for m in cfg.network["members"]] if is_ensemble(cfg.network) else []
     return {
-        "name": cfg.model,
+        "name": combined_name(len(members)) if members else cfg.model,
         "params": parameters_of(cfg),
-        "epochs": len(history),
-        "batch_size": cfg.batch_size,
+        "epochs": sum(m["epochs"] for m in cfg.network["members"]) if members else len(history),
+        "batch_size": members[0].batch_size if members else cfg.batch_size,
         "train_accuracy": best["train_accuracy"],
         "val_accuracy": best["val_accuracy"],
         "test_accuracy": metrics["test_accuracy"],
@@ -50,6 +62,7 @@ def summarize(run: RunFolder) -> dict:
             "net_args": cfg.net_args,
             "layers": layer_table(cfg),
         },
+        **({"members": [c.model for c in members]} if members else {}),
     }
 
 
@@ -75,6 +88,8 @@ def study_configs(models: list[str | dict], base: TrainConfig, net_args: dict | 
     for cfg in configs:
         create_network(cfg)  # an unknown name, a bad file or class
     names = [cfg.model for cfg in configs]
+    if COMBINED in names:
+        raise UsageError(f"a study's models cannot be named {COMBINED!r}: its folder holds the models combined")
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise UsageError(f"two of the models are named {twice[0]!r}; a study's runs are named by their models")
@@ -91,7 +106,7 @@ def run_study(
     study = StudyFolder(out)
     study.check_new(overwrite)
     data = load_data(base)
-    n_train = len(stratified_split(data.train_labels, base.val_split, base.seed, base.exclude)[0])
+    n_train = len(split_of(data.train_labels, base)[0])
     check_study(configs, n_train)
     study.prepare(overwrite)
     runs, failures = [], []
@@ -104,22 +119,41 @@ def run_study(
             if not run.has_metrics():
                 continue
         runs.append(run)
-    return write_study(study, runs, base, failures, audit_for(fingerprint(data)))
+    combined = combine(study, runs, data, base.quiet)
+    return write_study(study, runs, base, failures, audit_for(fingerprint(data)), combined)
+
+
+def combine(study: StudyFolder, runs: list[RunFolder], data: FashionMNIST, quiet: bool) -> RunFolder | None:
+    """The study's tested models as one ensemble run (weights chosen on their shared validation
+    split), beside them in the study's folder; none with fewer than two."""
+    if len(runs) < 2:
+        return None
+    folder = study.run(COMBINED)
+    ensemble_run([run.path for run in runs], folder.path, overwrite=True, data=data, quiet=quiet)
+    return folder
 
 
 def write_study(
-    study: StudyFolder, runs: list[RunFolder], base: TrainConfig, failures: list[str], audit: AuditFolder | None = None
+    study: StudyFolder,
+    runs: list[RunFolder],
+    base: TrainConfig,
+    failures: list[str],
+    audit: AuditFolder | None = None,
+    combined: RunFolder | None = None,
 ) -> dict:
-    """summary.json, the comparison figures and the reports of a study's tested runs, linking the
-    audit of the same data when there is one."""
+    """summary.json, the comparison figures and the reports of a study's tested runs and of their
+    ensemble (`combined`: a row beside theirs), linking the audit of the same data when there is one."""
     rows = [summarize(run) for run in runs]
-    metrics = {row["name"]: run.metrics() for row, run in zip(rows, runs)}
+    together = rows + ([summarize(combined)] if combined is not None else [])
+    metrics = {row["name"]: run.metrics() for row, run in zip(together, [*runs, combined])}
     flags = failures + [f for m in metrics.values() for f in m["diagnostics"]] + check_identical(metrics)
     summary = {
         "models": rows,
         "diagnostics": flags,
         "settings": {k: v for k, v in dataclasses.asdict(base).items() if k not in PER_MODEL},
     }
+    if combined is not None:
+        summary["combined"] = together[-1]
     if audit is not None:
         summary["audit"] = {
             "folder": str(audit.path),
@@ -132,9 +166,9 @@ def write_study(
         plots.compare_f1(
             {n: [m["classification_report"][c]["f1-score"] for c in CLASSES] for n, m in metrics.items()}, figures["f1"]
         )
-    figures.update({row["name"]: run.figures()["confusion"] for row, run in zip(rows, runs)})
+    figures.update({row["name"]: run.figures()["confusion"] for row, run in zip(together, [*runs, combined])})
     write_study_report(
-        study.record("report.md"), study.record("report.html"), figures, rows, metrics, flags, audit_link(audit)
+        study.record("report.md"), study.record("report.html"), figures, together, metrics, flags, audit_link(audit)
     )
     return summary
 
@@ -156,11 +190,12 @@ def reevaluate_study(study: StudyFolder, data_dir: str | None = None, verify: bo
     """Evaluate each of a study's runs again (with what this fmnist measures), then rewrite the
     study's summary and reports from them."""
     from fmnist.jobs.evaluate import evaluate_run
-    from fmnist.training.config import make_config
 
     runs = study.runs()
     base = runs[0].read_config() if runs else make_config(study.summary().get("settings", {}))
     data = runs[0].data(base, data_dir, verify) if runs else None
-    for run in runs:
+    combined = study.combined()
+    for run in [*runs, *([combined] if combined else [])]:
         evaluate_run(run, data)
-    return write_study(study, runs, base, [], audit_for(fingerprint(data)) if data is not None else None)
+    audit = audit_for(fingerprint(data)) if data is not None else None
+    return write_study(study, runs, base, [], audit, combined)

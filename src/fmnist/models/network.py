@@ -16,6 +16,7 @@ from torch import nn
 
 from fmnist.errors import FmnistError, UsageError
 from fmnist.models.code import build_code, read_code
+from fmnist.models.ensemble import build_ensemble, check_ensemble, is_ensemble, member_names
 from fmnist.models.netfile import build_layers, check_network, layer_rows, read_network_file
 from fmnist.models.registry import create_model
 from fmnist.models.study import SHIPPED
@@ -56,10 +57,12 @@ def check_record(model: str, network: dict[str, Any], net_args: dict[str, Any]) 
     its arguments (on the meta device), and that arguments go with a file or class."""
     if network.get("kind") == "layers":
         check_network(network, net_args)
+    elif is_ensemble(network):
+        check_ensemble(network, net_args)
     elif not network and net_args and not is_spec(model):
         raise UsageError(f"net_args: model {model!r} takes no arguments (a network file or class does)")
     elif network and network.get("kind") not in ("layers", "code"):
-        raise FmnistError(f"unknown network kind {network.get('kind')!r} (this fmnist knows layers and code)")
+        raise FmnistError(f"unknown network kind {network.get('kind')!r} (this fmnist knows layers, code and ensemble)")
 
 
 def create_network(cfg: Any) -> nn.Module:
@@ -71,6 +74,8 @@ def create_network(cfg: Any) -> nn.Module:
         return create_model(cfg.model)
     if network["kind"] == "layers":
         return build_layers(network, args)
+    if is_ensemble(network):
+        return build_ensemble(network)
     return build_code(network, args)
 
 
@@ -80,6 +85,11 @@ def network_rows(cfg: Any) -> list[tuple[str, str, tuple[int, ...], int]] | None
     network = getattr(cfg, "network", None) or SHIPPED.get(cfg.model, {})
     if network.get("kind") == "layers":
         return layer_rows(network, getattr(cfg, "net_args", None) or {})
+    if is_ensemble(network):  # a row per member: its model and its parameters
+        from fmnist.training.config import make_config
+
+        configs = [make_config(m["config"]) for m in network["members"]]
+        return [(str(k), c.model, (10,), parameters_of(c)) for k, c in enumerate(configs, 1)]
     return None
 
 
@@ -118,6 +128,8 @@ def layer_table(cfg: Any) -> list[list]:
 def origin(cfg: Any) -> str:
     """Where a run's network came from, in a few words."""
     network = getattr(cfg, "network", None) or {}
+    if is_ensemble(network):
+        return f"an ensemble of {', '.join(member_names(network))} ({network['weights']} weights)"
     if network.get("kind") == "code":
         return f"class {network['class']} of {network['file']} (sha256 {network['sha256'][:12]})"
     if network.get("kind") == "layers":

@@ -144,6 +144,10 @@ def _compare_rows(models: list[dict]) -> list[list]:
 
 
 STUDY_NOTE = "Test figures are from each model's best checkpoint, chosen on the validation split"
+COMBINED_NOTE = (
+    "; “{name}” is their ensemble: each model's calibrated probabilities averaged, with weights chosen on the "
+    "same validation split (its epochs, parameters and training seconds are its members' together)"
+)
 
 
 def write_study_report(
@@ -164,7 +168,8 @@ def write_study_report(
         [c, *[f"{metrics[m['name']]['classification_report'][c]['f1-score']:.3f}" for m in models]] for c in CLASSES
     ]
     calibration = _study_calibration(models, metrics)
-    md = _study_markdown(md_path, figures, models, rows, (f1_header, f1_rows), flags)
+    note = STUDY_NOTE + "".join(COMBINED_NOTE.format(name=m["name"]) for m in models if m.get("members"))
+    md = _study_markdown(md_path, figures, models, rows, (f1_header, f1_rows), flags, note)
     md += f"\n## Calibration (test set; temperature fitted on validation)\n\n{md_table(*calibration)}\n"
     md += "\n## Networks\n\n" + "".join(
         f"### {m['name']}\n\n{_network_text(m)}\n\n{md_table(LAYER_HEADER, m['network']['layers'])}\n\n"
@@ -175,7 +180,7 @@ def write_study_report(
         md += f"\n## Data audit\n\n{_audit_text(audit)} ([report]({_rel(audit['report'], md_path)}))\n"
     write_text(md_path, md)
     body = (
-        f"<p>{STUDY_NOTE}.</p>"
+        f"<p>{html.escape(note)}.</p>"
         f"<h2>Comparison</h2>{html_table(COMPARE_HEADER, rows)}<h2>Diagnostics</h2>{_flags_html(flags)}"
         f"<h2>Validation curves</h2>{img_tag(figures['val_curves'])}"
         f"<h2>Per-class F1 (test)</h2>{img_tag(figures['f1'])}{html_table(f1_header, f1_rows)}"
@@ -213,8 +218,9 @@ def _study_markdown(
     rows: list[list],
     f1: tuple[list, list],
     flags: list[str],
+    note: str = STUDY_NOTE,
 ) -> str:
-    md = ["# fmnist study", "", f"{STUDY_NOTE}; the test set is used only for this final evaluation.", ""]
+    md = ["# fmnist study", "", f"{note}; the test set is used only for this final evaluation.", ""]
     md += ["## Comparison", "", md_table(COMPARE_HEADER, rows), "", "## Diagnostics", ""]
     md += [f"- {f}" for f in flags] or ["No problems found."]
     md += ["", "## Validation curves", "", f"![validation curves]({_rel(figures['val_curves'], md_path)})", ""]

@@ -26,6 +26,12 @@ class StudyFolder(Folder):
     def summary(self) -> dict[str, Any]:
         return read_json(self.file(self.SUMMARY))
 
+    def combined(self) -> RunFolder | None:
+        """The ensemble of the study's models, where the study made one."""
+        row = self.summary().get("combined") if self.exists() else None
+        run = RunFolder(row["run_dir"]) if row else None
+        return run if run is not None and run.has_checkpoint() else None
+
     def runs(self) -> list[RunFolder]:
         """The study's runs that have a tested checkpoint, in the study's order."""
         if self.exists():

@@ -1,0 +1,172 @@
+"""Make an ensemble run from trained runs: every check first, then the weights (chosen on the
+members' shared validation split), then a run folder that every command reads as a run, tested once.
+
+    ensemble_run([Path("runs/study/deep_cnn"), Path("runs/study/deeper_cnn")], Path("runs/pair"))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import torch
+
+from fmnist.data import FashionMNIST
+from fmnist.errors import FmnistError, UsageError
+from fmnist.inference.mixture import WEIGHTS, choose_weights, mixture
+from fmnist.inference.onnx_export import sha256_of
+from fmnist.inference.predictor import temperature_of
+from fmnist.models.ensemble import KIND, is_ensemble
+from fmnist.models.forward import predict_logits
+from fmnist.run.folder import BEST, METRICS, RunFolder, load_data, split_of
+from fmnist.training.config import TrainConfig, make_config
+
+NAME = "ensemble"
+SHARED = ("val_split", "exclude", "verify", "data_dir")  # the ensemble's, taken from its first member
+
+
+def check_members(paths: list[Path]) -> list[RunFolder]:
+    """The members' folders: two or more distinct, tested runs, none an ensemble itself."""
+    if len(paths) < 2:
+        raise UsageError("an ensemble needs two runs or more")
+    folders = [RunFolder(p).require() for p in paths]
+    seen: dict[Path, Path] = {}
+    for folder in folders:
+        where = folder.path.resolve()
+        if where in seen:
+            raise UsageError(f"{folder.path} is named twice (as {seen[where]})")
+        seen[where] = folder.path
+        if not folder.has_checkpoint():
+            raise FmnistError(f"{folder.path} has no {BEST}: it is not trained yet")
+        if "calibration" not in (folder.metrics() or {}):
+            raise FmnistError(f"{folder.path} is not tested (no {METRICS}): fmnist evaluate {folder.path}")
+        if is_ensemble(folder.read_config().network):
+            raise UsageError(f"{folder.path} is an ensemble itself: name its members instead")
+    return folders
+
+
+def check_same_split(folders: list[RunFolder], configs: list[TrainConfig], data: FashionMNIST) -> torch.Tensor:
+    """The validation indices every member shares; refused in one line where one member's differ
+    (another fraction, split seed or excluded images), since a member trained on images another
+    is validated on would make the ensemble's validation figures, and its weights, flattering."""
+    first = split_of(data.train_labels, configs[0])[1]
+    for folder, cfg in zip(folders[1:], configs[1:]):
+        train, val = split_of(data.train_labels, cfg)
+        if not torch.equal(val, first):
+            seen = int(torch.isin(train, first).sum())
+            raise UsageError(
+                f"{folder.path} is validated on other images than {folders[0].path} (val_split "
+                f"{cfg.val_split} vs {configs[0].val_split}, split seed {cfg.validation_seed()} vs "
+                f"{configs[0].validation_seed()}, {len(cfg.exclude)} vs {len(configs[0].exclude)} excluded; it "
+                f"trained on {seen:,} of the other's validation images): train the members with one --split-seed"
+            )
+    return first
+
+
+def member_log_probs(model: torch.nn.Module, cfg: TrainConfig, temperature: float, images: torch.Tensor):
+    """A member's calibrated log-probabilities, with the test-time views its run is tested with."""
+    return (predict_logits(model, images, tta=cfg.tta, tta_shift=cfg.tta_shift) / temperature).log_softmax(1)
+
+
+def ensemble_config(configs: list[TrainConfig], record: dict, quiet: bool) -> TrainConfig:
+    """The ensemble run's config: its members' shared split, no training of its own."""
+    first = configs[0]
+    values = {k: getattr(first, k) for k in SHARED}
+    return make_config(
+        {
+            **values,
+            "model": NAME,
+            "network": record,
+            "epochs": 1,
+            "seed": first.seed,
+            "split_seed": first.split_seed,
+            "quiet": quiet,
+        }
+    )
+
+
+def ensemble_run(
+    members: list[Path],
+    out: Path,
+    weights: str = "auto",
+    overwrite: bool = False,
+    data: FashionMNIST | None = None,
+    quiet: bool = False,
+) -> dict:
+    """An ensemble of the runs `members` in the run folder `out`, evaluated like a trained run;
+    returns its metrics (with `ensemble`: the weights and how they were chosen)."""
+    from fmnist.jobs.evaluate import evaluate_run
+
+    if weights not in WEIGHTS:
+        raise UsageError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
+    folders = check_members(members)
+    folder = RunFolder(out)
+    if any(out.resolve() == f.path.resolve() for f in folders):
+        raise UsageError(f"{out} is one of the members: give the ensemble a folder of its own")
+    folder.check_new(overwrite)
+    configs = [f.read_config() for f in folders]
+    data = data or load_data(configs[0])
+    val = check_same_split(folders, configs, data)
+    start = time.perf_counter()
+    loaded = [f.load_model() for f in folders]
+    temperatures = [temperature_of(f.metrics().get("calibration"), f.file(METRICS)) for f in folders]
+    x_val, y_val = data.train_images[val], data.train_labels[val]
+    log_probs = torch.stack([member_log_probs(m, c, t, x_val) for (m, c, _), t in zip(loaded, temperatures)])
+    chosen, choice = choose_weights(log_probs, y_val, configs[0].validation_seed(), weights)
+    names = ", ".join(c.model for c in configs)
+    record = {
+        "kind": KIND,
+        "name": NAME,
+        "description": f"The calibrated probabilities of {names} averaged with {choice['chosen']} weights "
+        f"({', '.join(f'{w:.3f}' for w in chosen)}), each member with its own test-time views.",
+        "weights": choice["chosen"],
+        "members": [
+            {
+                "run": str(f.path),
+                "config": dataclasses.asdict(c),
+                "temperature": t,
+                "weight": float(w),
+                "checkpoint_sha256": sha256_of(f.file(BEST)),
+                "val_accuracy": max(h["val_accuracy"] for h in f.history()),
+                "epochs": len(f.history()),
+                "train_seconds": f.metrics().get("train_seconds", 0.0),
+            }
+            for f, c, t, w in zip(folders, configs, temperatures, chosen / chosen.sum())
+        ],
+        "choice": choice,
+    }
+    cfg = ensemble_config(configs, record, quiet)
+    from fmnist.models.network import create_network
+
+    module = create_network(cfg)
+    for member, (model, _, _) in zip(module.members, loaded):
+        member.load_state_dict(model.state_dict())
+    module.eval()
+    history = [history_row(module, log_probs, y_val, cfg, data, val, record, time.perf_counter() - start)]
+    folder.start(cfg, overwrite)
+    folder.save_made({"model": module.state_dict(), "config": dataclasses.asdict(cfg), "epoch": 1}, history)
+    metrics = evaluate_run(folder, data)
+    return {**metrics, "ensemble": {"weights": [m["weight"] for m in record["members"]], **choice}}
+
+
+def history_row(module, log_probs, y_val, cfg: TrainConfig, data: FashionMNIST, val, record: dict, seconds: float):
+    """The ensemble's one history row: its validation figures (as chosen), its figures on as many
+    training-split images as there are validation images (in eval mode), and its time: the
+    members' training and its own making."""
+    weights = torch.tensor([m["weight"] for m in record["members"]])
+    mixed = mixture(log_probs, weights)
+    train = split_of(data.train_labels, cfg)[0]
+    sample = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))[: len(val)]]
+    train_logits = predict_logits(module, data.train_images[sample])
+    train_labels = data.train_labels[sample]
+    return {
+        "epoch": 1,
+        "train_loss": float(torch.nn.functional.cross_entropy(train_logits, train_labels)),
+        "train_accuracy": float((train_logits.argmax(1) == train_labels).float().mean()),
+        "val_loss": float(-mixed[torch.arange(len(y_val)), y_val].mean()),
+        "val_accuracy": float((mixed.argmax(1) == y_val).float().mean()),
+        "seconds": seconds,
+        "elapsed": sum(m["train_seconds"] for m in record["members"]) + seconds,
+        "compile_seconds": 0.0,
+    }
