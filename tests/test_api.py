@@ -102,7 +102,10 @@ def test_handles_show_their_figures_and_images_in_a_notebook(data_dir, tmp_path)
     study = fmnist.study(["shallow", Tiny], tmp_path / "study", epochs=1, **where(data_dir))
     page = study._repr_html_()
     assert "<td>Tiny</td>" in page and "<td>shallow</td>" in page and "data:image/png" in page
-    assert list(study.table()["name"]) == ["shallow", "Tiny"]
+    assert "<td>the two combined</td>" in page  # the models combined, the last row
+    assert list(study.table()["name"]) == ["shallow", "Tiny", "the two combined"]
+    assert [r.path for r in study.runs] == [tmp_path / "study" / "shallow", tmp_path / "study" / "Tiny"]
+    assert study.combined.path == tmp_path / "study" / "combined" and study.combined.metrics["test_accuracy"] > 0
 
 
 def test_runs_in_python_are_the_command_s_rows(data_dir, tmp_path, capsys):

@@ -10,6 +10,7 @@ import torch
 from conftest import cli, train_args, write_dataset
 from fastapi.testclient import TestClient
 
+import fmnist
 from fmnist import files
 from fmnist.inference.mixture import choose_weights, fit_weights
 from fmnist.inference.predictor import load_predictor
@@ -143,3 +144,11 @@ def test_the_history_row_holds_the_mixture_s_validation_figures(pair):
     val = split_of(data.train_labels, cfg)[1]
     probs = load_predictor(pair / "ens", "torch").logits(data.train_images[val]).softmax(1)
     assert row["val_accuracy"] == pytest.approx(float((probs.argmax(1) == data.train_labels[val]).float().mean()))
+
+
+def test_the_python_api_makes_an_ensemble_as_the_command_does(pair, tmp_path):
+    run = fmnist.ensemble([fmnist.open(pair / "a"), pair / "b"], tmp_path / "uniform", weights="uniform")
+    members = run.config.network["members"]
+    assert run.config.network["weights"] == "uniform" and [m["weight"] for m in members] == [0.5, 0.5]
+    assert run.metrics["test_accuracy"] == RunFolder(tmp_path / "uniform").metrics()["test_accuracy"]
+    assert len(run.predict(torch.rand(2, 1, 28, 28), top_k=1)) == 2  # a Run like any other

@@ -1,6 +1,6 @@
 """fmnist: train, compare and use image classifiers on Fashion-MNIST."""
 
-from fmnist.api import Audit, Run, Study, Sweep, audit, open, resume, runs, study, train
+from fmnist.api import Audit, Run, Study, Sweep, audit, ensemble, open, resume, runs, study, train
 from fmnist.data import CLASSES, FashionMNIST, load_fashion_mnist, stratified_split
 from fmnist.errors import FmnistError, UsageError
 from fmnist.models import count_params, create_model, list_models, register_model
@@ -20,6 +20,7 @@ __all__ = [
     "build_model",
     "count_params",
     "create_model",
+    "ensemble",
     "fit",
     "list_models",
     "load_fashion_mnist",

@@ -121,6 +121,20 @@ def study(
     return Study(out)
 
 
+def ensemble(
+    members: list[Run | Path | str], out: Path | str | None = None, *, weights: str = "auto", overwrite: bool = False
+) -> Run:
+    """Combine trained runs validated on the same split into the ensemble run `out` (default
+    runs/ensemble-TIMESTAMP), tested once; `fmnist ensemble` in Python. `weights`: auto (fitted or
+    uniform, whichever validates better), fitted or uniform."""
+    from fmnist.jobs.ensemble import ensemble_run
+
+    paths = [m.path if isinstance(m, Run) else Path(m) for m in members]
+    out = Path(out or f"runs/ensemble-{time.strftime('%Y%m%d-%H%M%S')}")
+    ensemble_run(paths, out, weights, overwrite, quiet=True)
+    return Run(out)
+
+
 def audit(
     model: str | None = None,
     out: Path | str | None = None,

@@ -163,17 +163,27 @@ class Study:
     def runs(self) -> list[Run]:
         return [Run(r.path) for r in self.folder.runs()]
 
+    @property
+    def combined(self) -> Run | None:
+        """The ensemble of the study's models (its report's last row), where it made one."""
+        run = self.folder.combined()
+        return Run(run.path) if run is not None else None
+
+    def rows(self) -> list[dict[str, Any]]:
+        """summary.json's rows: each model's, then the models combined."""
+        summary = self.summary
+        return summary["models"] + ([summary["combined"]] if "combined" in summary else [])
+
     def table(self):
-        """The comparison as a DataFrame, one row per model (summary.json's rows)."""
+        """The comparison as a DataFrame, one row per model and one for the models combined."""
         import pandas as pd
 
-        rows = [{k: v for k, v in m.items() if k != "network"} for m in self.summary["models"]]
-        return pd.DataFrame(rows)
+        return pd.DataFrame([{k: v for k, v in m.items() if k != "network"} for m in self.rows()])
 
     def _repr_html_(self) -> str:
         header = ["model", "params", "val accuracy", "test accuracy", "test loss", "best epoch", "train s"]
         keys = ["name", "params", "val_accuracy", "test_accuracy", "test_loss", "best_epoch", "train_seconds"]
-        rows = [[m[k] for k in keys] for m in self.summary["models"]]
+        rows = [[m[k] for k in keys] for m in self.rows()]
         return display.study_html(f"study {self.path}", header, rows, self.folder.file("val_curves.png"))
 
 
