@@ -18,12 +18,15 @@ step() {
 }
 
 # `keep_histories RUNS`: each run folder's config.json and history.csv (validation only) copied to
-# $out as NAME-config.json and NAME-history.csv; nothing else of the folder, whose metrics.json
-# holds the test figures a choice must not see, is read.
+# $out as NAME-config.json and NAME-history.csv, and of its metrics.json the `validation` entry
+# alone (the tested checkpoint on validation with its test-time views) as NAME-validation.json;
+# nothing else of metrics.json, which holds the test figures a choice must not see, is kept or shown.
 keep_histories() {
     local r
     for r in "$1"/*; do
         cp "$r/config.json" "$out/$(basename "$r")-config.json" 2>/dev/null
         cp "$r/history.csv" "$out/$(basename "$r")-history.csv" 2>/dev/null
+        ${py:-python3} -c 'import json, sys; json.dump(json.load(open(sys.argv[1]))["validation"], open(sys.argv[2], "w"))' \
+            "$r/metrics.json" "$out/$(basename "$r")-validation.json" 2>/dev/null
     done
 }

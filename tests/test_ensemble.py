@@ -7,7 +7,7 @@ import time
 
 import pytest
 import torch
-from conftest import cli, train_args, write_dataset
+from conftest import cli, train_args, untimed, write_dataset
 from fastapi.testclient import TestClient
 
 import fmnist
@@ -152,3 +152,67 @@ def test_the_python_api_makes_an_ensemble_as_the_command_does(pair, tmp_path):
     assert run.config.network["weights"] == "uniform" and [m["weight"] for m in members] == [0.5, 0.5]
     assert run.metrics["test_accuracy"] == RunFolder(tmp_path / "uniform").metrics()["test_accuracy"]
     assert len(run.predict(torch.rand(2, 1, 28, 28), top_k=1)) == 2  # a Run like any other
+
+
+def test_train_with_members_trains_each_seed_on_one_split_and_combines_them(pair, tmp_path, capsys):
+    out = tmp_path / "two"
+    argv = train_args(pair / "data", out, "shallow", "--epochs", "1", "--members", "2")
+    code, printed, err = cli(capsys, *argv)
+    assert code == 0, err
+    assert "an ensemble of 2 runs" in printed
+    cfg = RunFolder(out).read_config()
+    assert cfg.model == "ensemble" and cfg.members == 2
+    assert [m["run"] for m in cfg.network["members"]] == [str(out / "member-1"), str(out / "member-2")]
+    seeds = [
+        (RunFolder(out / f"member-{k}").read_config().seed, RunFolder(out / f"member-{k}").read_config())
+        for k in (1, 2)
+    ]
+    assert [s for s, _ in seeds] == [0, 1] and all(c.validation_seed() == 0 and c.members == 1 for _, c in seeds)
+    # the first member is, epoch for epoch, the plain run of its seed on that split
+    assert untimed(RunFolder(out / "member-1").history()) == untimed(RunFolder(pair / "a").history())
+    code, _, err = cli(capsys, *train_args(pair / "data", out, "shallow", "--members", "2"))
+    assert code == 1 and "not empty" in err  # a second run into it: refused as any run folder is
+    code, _, err = cli(
+        capsys, *train_args(pair / "data", out, "shallow", "--epochs", "1", "--members", "2", "--overwrite")
+    )
+    assert code == 0 and sorted(p.name for p in out.iterdir() if p.name.startswith("member")) == [
+        "member-1",
+        "member-2",
+    ]
+
+
+def test_a_run_of_members_stopped_between_them_resumes_with_the_rest(pair, tmp_path, capsys, monkeypatch):
+    from fmnist.jobs import train as jobs
+    from fmnist.stops import Interrupted
+    from fmnist.training.config import make_config
+
+    train_run, real = jobs.train_run, jobs.train_run
+
+    def stopped_before_the_second(cfg, out, **kwargs):
+        if out.name == "member-2":
+            raise Interrupted()
+        return real(cfg, out, **kwargs)
+
+    monkeypatch.setattr(jobs, "train_run", stopped_before_the_second)
+    cfg = make_config(
+        {
+            "model": "shallow",
+            "epochs": 1,
+            "members": 2,
+            "data_dir": str(pair / "data"),
+            "verify": False,
+            "quiet": True,
+            "device": "cpu",
+        }
+    )
+    out = tmp_path / "stopped"
+    with pytest.raises(Interrupted):
+        train_run(cfg, out)
+    assert RunFolder(out).read_config().members == 2 and RunFolder(out / "member-1").status() == "finished"
+    assert not (out / "member-2").exists() and not (out / "best.pt").exists()
+    monkeypatch.undo()
+    first = (out / "member-1" / "best.pt").stat().st_mtime_ns
+    code, _, err = cli(capsys, "resume", out)
+    assert code == 0, err
+    assert (out / "member-1" / "best.pt").stat().st_mtime_ns == first  # the finished member is not trained again
+    assert RunFolder(out / "member-2").status() == "finished" and RunFolder(out).read_config().model == "ensemble"

@@ -65,6 +65,12 @@ def cmd_resume(args) -> int:
 def print_run(model: str, out: Path, metrics: dict, dist: distributed.Dist | None = None) -> int:
     if dist is not None and not dist.is_main:
         return 0  # the first process reports for all
+    chosen = metrics.get("ensemble")
+    if chosen:
+        print(
+            f"{model}: an ensemble of {len(chosen['weights'])} runs, {chosen['chosen']} weights "
+            f"({', '.join(f'{w:.3f}' for w in chosen['weights'])}; chosen on {chosen['on']})"
+        )
     target = metrics.get("target")
     if target and target["reached"]:
         print(
@@ -127,13 +133,7 @@ def cmd_ensemble(args) -> int:
     data = None
     if args.data_dir is not None or args.verify is not None:  # this machine's copy, not the members' own
         data = load_data(RunFolder(members[0]).read_config(), args.data_dir, args.verify)
-    metrics = ensemble_run(members, out, args.weights, args.overwrite, data, args.quiet)
-    chosen = metrics["ensemble"]
-    print(
-        f"ensemble of {len(members)} runs, {chosen['chosen']} weights "
-        f"({', '.join(f'{w:.3f}' for w in chosen['weights'])}; chosen on {chosen['on']})"
-    )
-    return print_run("ensemble", out, metrics)
+    return print_run("ensemble", out, ensemble_run(members, out, args.weights, args.overwrite, data, args.quiet))
 
 
 def add_parsers(sub) -> None:

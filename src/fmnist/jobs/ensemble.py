@@ -19,7 +19,7 @@ from fmnist.inference.onnx_export import sha256_of
 from fmnist.inference.predictor import temperature_of
 from fmnist.models.ensemble import KIND, is_ensemble
 from fmnist.models.forward import predict_logits
-from fmnist.run.folder import BEST, METRICS, RunFolder, load_data, split_of
+from fmnist.run.folder import BEST, CONFIG, METRICS, RunFolder, load_data, split_of
 from fmnist.training.config import TrainConfig, make_config
 
 NAME = "ensemble"
@@ -69,21 +69,16 @@ def member_log_probs(model: torch.nn.Module, cfg: TrainConfig, temperature: floa
     return (predict_logits(model, images, tta=cfg.tta, tta_shift=cfg.tta_shift) / temperature).log_softmax(1)
 
 
-def ensemble_config(configs: list[TrainConfig], record: dict, quiet: bool) -> TrainConfig:
-    """The ensemble run's config: its members' shared split, no training of its own."""
+def ensemble_config(configs: list[TrainConfig], record: dict, quiet: bool, base: TrainConfig | None = None):
+    """The ensemble run's config: its members' shared split, no training of its own; for members it
+    trained (`base`, with `members` > 1), the settings they were trained with, as the run was asked."""
     first = configs[0]
-    values = {k: getattr(first, k) for k in SHARED}
-    return make_config(
-        {
-            **values,
-            "model": NAME,
-            "network": record,
-            "epochs": 1,
-            "seed": first.seed,
-            "split_seed": first.split_seed,
-            "quiet": quiet,
-        }
-    )
+    values = dataclasses.asdict(base) if base is not None else {"epochs": 1, "seed": first.seed}
+    values.update({k: getattr(first, k) for k in SHARED})
+    # each member's own test-time views are inside the ensemble: none outside it
+    values.update(model=NAME, network=record, net_args={}, tta=False, tta_shift=0, quiet=quiet)
+    values["split_seed"] = first.split_seed if base is None else base.split_seed
+    return make_config(values)
 
 
 def ensemble_run(
@@ -93,9 +88,11 @@ def ensemble_run(
     overwrite: bool = False,
     data: FashionMNIST | None = None,
     quiet: bool = False,
+    trained: TrainConfig | None = None,
 ) -> dict:
     """An ensemble of the runs `members` in the run folder `out`, evaluated like a trained run;
-    returns its metrics (with `ensemble`: the weights and how they were chosen)."""
+    returns its metrics (with `ensemble`: the weights and how they were chosen). `trained`: the
+    config of a run that trained these members inside `out` (see train_ensemble), which stays."""
     from fmnist.jobs.evaluate import evaluate_run
 
     if weights not in WEIGHTS:
@@ -104,7 +101,8 @@ def ensemble_run(
     folder = RunFolder(out)
     if any(out.resolve() == f.path.resolve() for f in folders):
         raise UsageError(f"{out} is one of the members: give the ensemble a folder of its own")
-    folder.check_new(overwrite)
+    if trained is None:
+        folder.check_new(overwrite)
     configs = [f.read_config() for f in folders]
     data = data or load_data(configs[0])
     val = check_same_split(folders, configs, data)
@@ -136,7 +134,7 @@ def ensemble_run(
         ],
         "choice": choice,
     }
-    cfg = ensemble_config(configs, record, quiet)
+    cfg = ensemble_config(configs, record, quiet, trained)
     from fmnist.models.network import create_network
 
     module = create_network(cfg)
@@ -144,7 +142,10 @@ def ensemble_run(
         member.load_state_dict(model.state_dict())
     module.eval()
     history = [history_row(module, log_probs, y_val, cfg, data, val, record, time.perf_counter() - start)]
-    folder.start(cfg, overwrite)
+    if trained is None:
+        folder.start(cfg, overwrite)
+    else:  # its members' folders are in it: config.json replaced, nothing removed
+        folder.write_json(CONFIG, dataclasses.asdict(cfg))
     folder.save_made({"model": module.state_dict(), "config": dataclasses.asdict(cfg), "epoch": 1}, history)
     metrics = evaluate_run(folder, data)
     return {**metrics, "ensemble": {"weights": [m["weight"] for m in record["members"]], **choice}}
@@ -170,3 +171,47 @@ def history_row(module, log_probs, y_val, cfg: TrainConfig, data: FashionMNIST, 
         "elapsed": sum(m["train_seconds"] for m in record["members"]) + seconds,
         "compile_seconds": 0.0,
     }
+
+
+def member_config(cfg: TrainConfig, k: int) -> TrainConfig:
+    """The k-th (0-based) member of a run of `cfg.members` networks: its own seed, their one split."""
+    return dataclasses.replace(cfg, members=1, seed=cfg.seed + k, split_seed=cfg.validation_seed())
+
+
+def member_folder(folder: RunFolder, k: int) -> RunFolder:
+    return RunFolder(folder.record(f"member-{k + 1}"))
+
+
+def train_ensemble(cfg: TrainConfig, out: Path, overwrite: bool = False, data: FashionMNIST | None = None) -> dict:
+    """Train `cfg.members` networks one after another into `out`'s member folders, then combine
+    them into the ensemble run `out`. Every member is checked before the first trains; the run's
+    config.json says what is being trained meanwhile, so a stop leaves a run `resume` finishes."""
+    from fmnist.device import resolve_device
+    from fmnist.run.tracking import check_tracking
+    from fmnist.training.setup import build_model, check_trainable
+
+    folder = RunFolder(out)
+    folder.check_new(overwrite)
+    first = member_config(cfg, 0)  # the members differ in their seed alone: what fails for one fails for all
+    device = resolve_device(first.device)
+    check_tracking(first.track)
+    model = build_model(first, device)
+    data = data or load_data(cfg)
+    check_trainable(model, first, len(split_of(data.train_labels, first)[0]), 1)
+    folder.start(cfg, overwrite)
+    return finish_ensemble(folder, cfg, data)
+
+
+def finish_ensemble(folder: RunFolder, cfg: TrainConfig, data: FashionMNIST) -> dict:
+    """Train the members not yet tested (resuming a stopped one), then combine them all."""
+    from fmnist.jobs.train import resume_run, train_run
+
+    members = [member_folder(folder, k) for k in range(cfg.members)]
+    for k, member in enumerate(members):
+        if member.status() == "finished":
+            continue
+        if member.has_checkpoint(best=False):
+            resume_run(member.path, {"quiet": cfg.quiet, "device": cfg.device})
+        else:
+            train_run(member_config(cfg, k), member.path, overwrite=True, data=data)
+    return ensemble_run([m.path for m in members], folder.path, data=data, quiet=cfg.quiet, trained=cfg)

@@ -10,7 +10,7 @@ from fmnist.data import FashionMNIST
 from fmnist.explain.methods import DEFAULT_METHOD, saliency_maps, torch_forward
 from fmnist.inference.calibration import calibrate
 from fmnist.inference.predictor import Predictor
-from fmnist.models.forward import predict_logits
+from fmnist.models.forward import loss_accuracy, predict_logits
 from fmnist.reports import plots
 from fmnist.reports.diagnostics import check_run
 from fmnist.reports.html import write_run_report
@@ -33,6 +33,10 @@ def evaluate_run(
     val = split_of(data.train_labels, cfg)[1]
     val_logits = predict_logits(model, data.train_images[val], tta=cfg.tta, tta_shift=cfg.tta_shift)
     metrics["calibration"] = calibrate(val_logits, data.train_labels[val], logits, data.test_labels)
+    # The tested checkpoint on validation as it is tested (each epoch's validation has no shifted
+    # views): the figure candidates of other test-time views, ensembles among them, compare on.
+    val_loss, val_accuracy = loss_accuracy(val_logits, data.train_labels[val])
+    metrics["validation"] = {"accuracy": val_accuracy, "loss": val_loss, "views": "as tested"}
     metrics["best_epoch"] = int(state["epoch"])
     metrics.update(timing(history, cfg, metrics["best_epoch"]))
     metrics["diagnostics"] = check_run(cfg.model, metrics, history, folder.marked("diverged"))

@@ -129,7 +129,14 @@ def train_run(
     phases: bool = False,
 ) -> dict:
     """Train one model into the run folder `out`, then evaluate it; returns its metrics (in the
-    first process; the others return {}). `phases`: see fit_then_evaluate."""
+    first process; the others return {}). `phases`: see fit_then_evaluate. With `cfg.members` > 1,
+    that many networks one after another, combined into an ensemble run (jobs/ensemble.py)."""
+    if cfg.members > 1:
+        from fmnist.jobs.ensemble import train_ensemble
+
+        if dist is not None and dist.active:
+            raise UsageError("--members trains its networks one after another, not under torchrun")
+        return train_ensemble(cfg, out, overwrite, data)
     return fit_then_evaluate(start_run(cfg, out, overwrite, data, dist), cfg, phases=phases)
 
 
@@ -159,8 +166,17 @@ def resume_run(run_dir: Path, overrides: dict | None = None, dist: Dist | None =
     becomes the run's with its first checkpoint, so a stop at any moment leaves a resumable run.
     """
     folder = RunFolder(run_dir).require()
-    if is_ensemble(folder.read_config().network):
+    saved = folder.read_config()
+    if is_ensemble(saved.network):
         raise UsageError(f"{folder.path} is an ensemble: it is made from its members, not trained; nothing to resume")
+    if saved.members > 1:  # members still to train, or to combine
+        from fmnist.jobs.ensemble import finish_ensemble
+
+        given = {k: v for k, v in (overrides or {}).items() if v is not None}
+        if set(given) - {"quiet", "device", "data_dir", "verify", "track"}:
+            raise UsageError("a run of several members resumes as it was (only where and how quietly it runs)")
+        cfg = dataclasses.replace(saved, **given)
+        return finish_ensemble(folder, cfg, folder.data(cfg))
     saved, state = folder.resumable_config()
     cfg = resumed_config(saved, overrides or {})
     if cfg.epochs > saved.epochs and target_reached(state["history"], saved):

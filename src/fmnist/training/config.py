@@ -78,6 +78,11 @@ class TrainConfig:
         "seed of the validation split alone (-1: the seed): runs of several seeds given one split seed "
         "are validated on the same images, as an ensemble's members must be",
     )
+    members: int = hyper(
+        1,
+        "networks trained one after another (seeds seed, seed+1, ...) on the one validation split of "
+        "split_seed (or seed), then combined into an ensemble run that holds their folders (1: one network)",
+    )
     # Beyond the study (the recipes use these; the defaults are the study's plain training):
     optimizer: str = hyper("adam", "adam, adamw, or sgd (with Nesterov momentum)")
     momentum: float = hyper(0.9, "SGD momentum")
@@ -142,6 +147,8 @@ class TrainConfig:
         check_types(dataclasses.asdict(self))
         if self.epochs <= 0:
             raise UsageError(f"epochs must be positive, got {self.epochs}")
+        if self.members <= 0:
+            raise UsageError(f"members must be positive, got {self.members}")
         if self.batch_size <= 0:
             raise UsageError(f"batch_size must be positive, got {self.batch_size}")
         if not self.lr > 0:
