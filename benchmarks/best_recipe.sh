@@ -49,13 +49,7 @@ choose)
     $py "$(dirname "$0")/choice_table.py" "$out" 0.94 0.95 | tee "$out/choose.md"
     ;;
 confirm)
-    for seed in ${SEEDS:-401 402 403}; do
-        start=$EPOCHREALTIME
-        $fm train --recipe best --seed "$seed" --out "$runs/best-seed$seed" $flags >"$out/best-seed$seed.log" 2>&1
-        echo "rc $? wall $(awk "BEGIN {print $EPOCHREALTIME - $start}") s" >>"$out/best-seed$seed.log"
-        tail -n 4 "$out/best-seed$seed.log"
-        cp "$runs/best-seed$seed/metrics.json" "$out/best-seed$seed-metrics.json" 2>/dev/null
-    done
+    confirm_recipe best ${SEEDS:-401 402 403}
     ;;
 *)
     echo "usage: benchmarks/best_recipe.sh choose|confirm OUT" >&2

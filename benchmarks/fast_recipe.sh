@@ -47,13 +47,7 @@ choose)
     $py "$(dirname "$0")/choice_table.py" "$out" 0.90 0.91 | tee "$out/choose.md"
     ;;
 confirm)
-    for seed in ${SEEDS:-301 302 303}; do
-        start=$EPOCHREALTIME
-        $fm train --recipe fast --seed "$seed" --out "$runs/fast-seed$seed" $flags >"$out/fast-seed$seed.log" 2>&1
-        echo "rc $? wall $(awk "BEGIN {print $EPOCHREALTIME - $start}") s" >>"$out/fast-seed$seed.log"
-        tail -n 4 "$out/fast-seed$seed.log"
-        cp "$runs/fast-seed$seed/metrics.json" "$out/fast-seed$seed-metrics.json" 2>/dev/null
-    done
+    confirm_recipe fast ${SEEDS:-301 302 303}
     ;;
 *)
     echo "usage: benchmarks/fast_recipe.sh choose|confirm OUT" >&2

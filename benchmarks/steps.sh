@@ -30,3 +30,18 @@ keep_histories() {
             "$r/metrics.json" "$out/$(basename "$r")-validation.json" 2>/dev/null
     done
 }
+
+# `confirm_recipe NAME SEED...`: the plain command (`fmnist train --recipe NAME --seed S`, with
+# $flags) timed from start to exit on each seed; what it printed, its exit status and wall seconds
+# go to $out/NAME-seedS.log, its metrics.json to $out/NAME-seedS-metrics.json.
+confirm_recipe() {
+    local name=$1 seed start
+    shift
+    for seed in "$@"; do
+        start=$EPOCHREALTIME
+        $fm train --recipe "$name" --seed "$seed" --out "$runs/$name-seed$seed" $flags >"$out/$name-seed$seed.log" 2>&1
+        echo "rc $? wall $(awk "BEGIN {print $EPOCHREALTIME - $start}") s" >>"$out/$name-seed$seed.log"
+        tail -n 4 "$out/$name-seed$seed.log"
+        cp "$runs/$name-seed$seed/metrics.json" "$out/$name-seed$seed-metrics.json" 2>/dev/null
+    done
+}
