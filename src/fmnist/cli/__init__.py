@@ -1,5 +1,5 @@
 """The `fmnist` command: one module per group of subcommands, and main() that runs them."""
 
-from fmnist.cli.main import main
+from fmnist.cli.main import main, run
 
-__all__ = ["main"]
+__all__ = ["main", "run"]
