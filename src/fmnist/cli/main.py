@@ -88,16 +88,16 @@ def run(argv: list[str] | None = None) -> NoReturn:
     """`fmnist` as a process: main(), then its exit without the interpreter's teardown. By then every
     file is written and closed; what is left is freeing every object of PyTorch, matplotlib, Captum
     and the rest one by one (1.4 s of a `fast` training's wait on a 2-core AVX2 CPU), and torch's C++
-    teardown, which can abort a finished torchrun process (gloo). The output is flushed, other
-    threads joined and the exit handlers run (MLflow's, multiprocessing's, logging's) first."""
+    teardown, which can abort a finished torchrun process (gloo). First, what the interpreter's own
+    exit does before its teardown: the threads' exit (thread pools told to stop, then every
+    non-daemon thread joined), the exit handlers (MLflow's, multiprocessing's, logging's), the
+    output flushed."""
     code = main(argv)
+    threading._shutdown()  # what Py_Finalize calls first: a pool's idle workers would wait forever on a bare join
+    atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a closed pipe or stream: nothing to flush to
             stream.flush()
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
-    atexit._run_exitfuncs()
     os._exit(code)
 
 
