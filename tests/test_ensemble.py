@@ -172,13 +172,6 @@ def test_train_with_members_trains_each_seed_on_one_split_and_combines_them(pair
     assert untimed(RunFolder(out / "member-1").history()) == untimed(RunFolder(pair / "a").history())
     code, _, err = cli(capsys, *train_args(pair / "data", out, "shallow", "--members", "2"))
     assert code == 1 and "not empty" in err  # a second run into it: refused as any run folder is
-    code, _, err = cli(
-        capsys, *train_args(pair / "data", out, "shallow", "--epochs", "1", "--members", "2", "--overwrite")
-    )
-    assert code == 0 and sorted(p.name for p in out.iterdir() if p.name.startswith("member")) == [
-        "member-1",
-        "member-2",
-    ]
 
 
 def test_a_run_of_members_stopped_between_them_resumes_with_the_rest(pair, tmp_path, capsys, monkeypatch):
