@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 import fmnist
 from fmnist import files
+from fmnist.errors import UsageError
 from fmnist.inference.mixture import choose_weights, fit_weights
 from fmnist.inference.predictor import load_predictor
 from fmnist.run.folder import RunFolder, split_of
@@ -154,27 +155,9 @@ def test_the_python_api_makes_an_ensemble_as_the_command_does(pair, tmp_path):
     assert len(run.predict(torch.rand(2, 1, 28, 28), top_k=1)) == 2  # a Run like any other
 
 
-def test_train_with_members_trains_each_seed_on_one_split_and_combines_them(pair, tmp_path, capsys):
-    out = tmp_path / "two"
-    argv = train_args(pair / "data", out, "shallow", "--epochs", "1", "--members", "2")
-    code, printed, err = cli(capsys, *argv)
-    assert code == 0, err
-    assert "an ensemble of 2 runs" in printed
-    cfg = RunFolder(out).read_config()
-    assert cfg.model == "ensemble" and cfg.members == 2
-    assert [m["run"] for m in cfg.network["members"]] == [str(out / "member-1"), str(out / "member-2")]
-    seeds = [
-        (RunFolder(out / f"member-{k}").read_config().seed, RunFolder(out / f"member-{k}").read_config())
-        for k in (1, 2)
-    ]
-    assert [s for s, _ in seeds] == [0, 1] and all(c.validation_seed() == 0 and c.members == 1 for _, c in seeds)
-    # the first member is, epoch for epoch, the plain run of its seed on that split
-    assert untimed(RunFolder(out / "member-1").history()) == untimed(RunFolder(pair / "a").history())
-    code, _, err = cli(capsys, *train_args(pair / "data", out, "shallow", "--members", "2"))
-    assert code == 1 and "not empty" in err  # a second run into it: refused as any run folder is
-
-
-def test_a_run_of_members_stopped_between_them_resumes_with_the_rest(pair, tmp_path, capsys, monkeypatch):
+def test_train_with_members_trains_seeds_on_one_split_combines_them_and_resumes_after_a_stop(
+    pair, tmp_path, capsys, monkeypatch
+):
     from fmnist.jobs import train as jobs
     from fmnist.stops import Interrupted
     from fmnist.training.config import make_config
@@ -205,7 +188,30 @@ def test_a_run_of_members_stopped_between_them_resumes_with_the_rest(pair, tmp_p
     assert not (out / "member-2").exists() and not (out / "best.pt").exists()
     monkeypatch.undo()
     first = (out / "member-1" / "best.pt").stat().st_mtime_ns
-    code, _, err = cli(capsys, "resume", out)
+    code, printed, err = cli(capsys, "resume", out)
     assert code == 0, err
     assert (out / "member-1" / "best.pt").stat().st_mtime_ns == first  # the finished member is not trained again
-    assert RunFolder(out / "member-2").status() == "finished" and RunFolder(out).read_config().model == "ensemble"
+    assert RunFolder(out / "member-2").status() == "finished" and "an ensemble of 2 runs" in printed
+    # the run: the members' ensemble, each member a seed of its own on the first one's split
+    cfg = RunFolder(out).read_config()
+    assert cfg.model == "ensemble" and cfg.members == 2
+    assert [m["run"] for m in cfg.network["members"]] == [str(out / "member-1"), str(out / "member-2")]
+    members = [RunFolder(out / f"member-{k}").read_config() for k in (1, 2)]
+    assert [c.seed for c in members] == [0, 1] and all(c.validation_seed() == 0 and c.members == 1 for c in members)
+    # the first member is, epoch for epoch, the plain run of its seed on that split
+    assert untimed(RunFolder(out / "member-1").history()) == untimed(RunFolder(pair / "a").history())
+    code, _, err = cli(capsys, *train_args(pair / "data", out, "shallow", "--members", "2"))
+    assert code == 1 and "not empty" in err  # a second run into it: refused as any run folder is
+
+
+def test_members_are_refused_where_each_run_is_one_network(pair, tmp_path, capsys):
+    argv = ["study", "--models", "shallow", "simple_cnn", "--members", "2", "--out", tmp_path / "s"]
+    code, _, err = cli(capsys, *argv, "--data-dir", pair / "data", "--no-verify", "--quiet")
+    assert code == 2 and "the study combines them itself" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "s").exists()
+    from fmnist.jobs.train import start_run
+    from fmnist.training.config import make_config
+
+    with pytest.raises(UsageError, match="made by fmnist train"):  # a sweep's trial starts its run so
+        start_run(make_config({"model": "shallow", "members": 2}), tmp_path / "trial")
+    assert not (tmp_path / "trial").exists()

@@ -83,6 +83,7 @@ def load(name, tmp_path, storage=None):
         ("[fixed]\nmodel = 'shallow'\n", "needs a [search] table"),
         ("[fixed]\ndevice = 'cpu'\n[search]\nlr = { low = 0.01, high = 0.1 }\n", "unknown training setting 'device'"),
         ("[search]\nwarmup = { low = 0.5, high = 1.5 }\n", "warmup must lie in [0, 1]"),
+        ("[search]\nmembers = { choices = [1, 2] }\n", "unknown training setting 'members'"),  # a trial: one network
     ],
 )
 def test_bad_spaces_are_one_line_and_write_nothing(text, message, tmp_path, data_dir, capsys):

@@ -88,6 +88,8 @@ def study_configs(models: list[str | dict], base: TrainConfig, net_args: dict | 
     for cfg in configs:
         create_network(cfg)  # an unknown name, a bad file or class
     names = [cfg.model for cfg in configs]
+    if base.members > 1:
+        raise UsageError("--members: a study's models are one network each (the study combines them itself)")
     if COMBINED in names:
         raise UsageError(f"a study's models cannot be named {COMBINED!r}: its folder holds the models combined")
     twice = sorted({n for n in names if names.count(n) > 1})

@@ -57,6 +57,8 @@ def start_run(
     size, whitening), then make the run folder and its config.json: a run that cannot start
     leaves nothing. With several processes every one checks, and the first writes."""
     dist = dist or Dist()
+    if cfg.members > 1:  # train_run makes such a run; a sweep's trial is one network
+        raise UsageError(f"members={cfg.members}: a run of several members is made by fmnist train, not here")
     folder = RunFolder(out)
     device = resolve_device(cfg.device)
     check_tracking(cfg.track)

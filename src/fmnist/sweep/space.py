@@ -146,7 +146,7 @@ def parse_space(values: dict[str, Any], name: str = "space") -> Space:
     searched_args = search.pop("net_args", {})  # net_args.width = {...}: TOML's dotted key
     if not isinstance(searched_args, dict):
         raise UsageError(f"{name}: search.net_args holds the network's arguments, as net_args.NAME = {{ ... }}")
-    hyper, types = set(TrainConfig.fields_of(HYPER)), field_types()
+    hyper, types = set(TrainConfig.fields_of(HYPER)) - {"members"}, field_types()  # a trial is one network
     for key in (*fixed, *search):
         if key not in hyper:
             known = ", ".join(sorted(hyper))
