@@ -1,5 +1,6 @@
 """Smoke runs of every command through main(argv) on synthetic data, and one-line errors."""
 
+import io
 import json
 import subprocess
 import sys
@@ -304,3 +305,13 @@ def test_the_command_exits_with_its_code_after_its_exit_handlers_without_the_int
     assert proc.returncode == 0, proc.stderr
     assert "deeper_cnn" in proc.stdout  # the output flushed before the exit
     assert proc.stdout.rstrip().endswith("exit handler") and "teardown" not in proc.stdout
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(capsys, monkeypatch):
+    class Gone(io.StringIO):  # a pipe whose reader has exited (`fmnist models | head -1`)
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdout", Gone())
+    assert main(["models"]) == 141
+    assert capsys.readouterr().err == ""  # no "error: Broken pipe" line

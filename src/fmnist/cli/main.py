@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     except KeyboardInterrupt:
         return fail(f"fmnist: {where}interrupted", 130, debug)
+    except BrokenPipeError:  # the reader went away (`fmnist runs | head`): nothing more to say, as a shell's tools
+        return 141
     except OSError as e:  # a disk full or a permission denied that no lower layer expected
         return fail(f"fmnist: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), 1, debug)
 
