@@ -11,7 +11,7 @@ from fmnist.api import display
 from fmnist.errors import UsageError
 from fmnist.run.audit import AuditFolder
 from fmnist.run.folder import RunFolder
-from fmnist.run.study import StudyFolder
+from fmnist.run.study import StudyFolder, study_rows
 from fmnist.training.config import TrainConfig
 
 
@@ -171,8 +171,7 @@ class Study:
 
     def rows(self) -> list[dict[str, Any]]:
         """summary.json's rows: each model's, then the models combined."""
-        summary = self.summary
-        return summary["models"] + ([summary["combined"]] if "combined" in summary else [])
+        return study_rows(self.summary)
 
     def table(self):
         """The comparison as a DataFrame, one row per model and one for the models combined."""

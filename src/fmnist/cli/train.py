@@ -17,9 +17,11 @@ from fmnist.cli.flags import (
     given_flags,
 )
 from fmnist.errors import UsageError
+from fmnist.inference.mixture import WEIGHTS
 from fmnist.models import list_models
 from fmnist.models.study import STUDY_MODELS
 from fmnist.run.folder import RunFolder
+from fmnist.run.study import study_rows
 from fmnist.training import distributed
 from fmnist.training.config import TrainConfig
 
@@ -113,7 +115,7 @@ def cmd_study(args) -> int:
     out = Path(args.out or f"runs/study-{time.strftime('%Y%m%d-%H%M%S')}")
     summary = run_study(args.models or STUDY_MODELS, base, out, overwrite=args.overwrite, net_args=net_args)
     print(f"{'model':<12} {'params':>10} {'val acc':>8} {'test acc':>8} {'train s':>8}")
-    for m in summary["models"] + ([summary["combined"]] if "combined" in summary else []):
+    for m in study_rows(summary):
         print(
             f"{m['name']:<12} {m['params']:>10,} {m['val_accuracy']:>8.4f} {m['test_accuracy']:>8.4f} "
             f"{m['train_seconds']:>8.0f}"
@@ -175,7 +177,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", help="the ensemble's run folder (default runs/ensemble-TIMESTAMP)")
     p.add_argument(
         "--weights",
-        choices=("auto", "fitted", "uniform"),
+        choices=WEIGHTS,
         default="auto",
         help="members' weights: fitted on validation, uniform, or (auto) whichever validates better "
         "by two-fold cross-validation inside the validation split (default auto)",

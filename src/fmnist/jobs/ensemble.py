@@ -14,11 +14,11 @@ import torch
 
 from fmnist.data import FashionMNIST
 from fmnist.errors import FmnistError, UsageError
-from fmnist.inference.mixture import WEIGHTS, choose_weights, mixture
+from fmnist.inference.mixture import WEIGHTS, choose_weights, score
 from fmnist.inference.onnx_export import sha256_of
 from fmnist.inference.predictor import temperature_of
 from fmnist.models.ensemble import KIND, is_ensemble
-from fmnist.models.forward import predict_logits
+from fmnist.models.forward import loss_accuracy, predict_logits
 from fmnist.run.folder import BEST, CONFIG, METRICS, RunFolder, load_data, split_of
 from fmnist.training.config import TrainConfig, make_config
 
@@ -107,17 +107,42 @@ def ensemble_run(
     data = data or load_data(configs[0])
     val = check_same_split(folders, configs, data)
     start = time.perf_counter()
-    loaded = [f.load_model() for f in folders]
-    temperatures = [temperature_of(f.metrics().get("calibration"), f.file(METRICS)) for f in folders]
+    loaded = [f.load_model()[0] for f in folders]
+    metrics = [f.metrics() for f in folders]
+    temperatures = [temperature_of(m.get("calibration"), f.file(METRICS)) for m, f in zip(metrics, folders)]
     x_val, y_val = data.train_images[val], data.train_labels[val]
-    log_probs = torch.stack([member_log_probs(m, c, t, x_val) for (m, c, _), t in zip(loaded, temperatures)])
+    log_probs = torch.stack([member_log_probs(*member, x_val) for member in zip(loaded, configs, temperatures)])
     chosen, choice = choose_weights(log_probs, y_val, configs[0].validation_seed(), weights)
+    record = ensemble_record(folders, configs, metrics, temperatures, chosen / chosen.sum(), choice)
+    cfg = ensemble_config(configs, record, quiet, trained)
+    module = ensemble_module(cfg, loaded)
+    history = [history_row(module, log_probs, y_val, cfg, data, record, time.perf_counter() - start)]
+    if trained is None:
+        folder.start(cfg, overwrite)
+    else:  # its members' folders are in it: config.json replaced, nothing removed
+        folder.write_json(CONFIG, dataclasses.asdict(cfg))
+    folder.save_made({"model": module.state_dict(), "config": dataclasses.asdict(cfg), "epoch": 1}, history)
+    tested = evaluate_run(folder, data)
+    return {**tested, "ensemble": {"weights": [m["weight"] for m in record["members"]], **choice}}
+
+
+def ensemble_record(
+    folders: list[RunFolder],
+    configs: list[TrainConfig],
+    metrics: list[dict],
+    temperatures: list[float],
+    weights: torch.Tensor,
+    choice: dict,
+) -> dict:
+    """The ensemble's `network` record: each member's run, config, temperature and weight (what
+    every process builds it from), with what was known of it and how the weights were chosen."""
     names = ", ".join(c.model for c in configs)
-    record = {
+    histories = [f.history() for f in folders]
+    return {
         "kind": KIND,
         "name": NAME,
         "description": f"The calibrated probabilities of {names} averaged with {choice['chosen']} weights "
-        f"({', '.join(f'{w:.3f}' for w in chosen)}), each member with its own test-time views.",
+        f"({', '.join(f'{w:.3f}' for w in weights)}), each member with its own test-time views.",
         "weights": choice["chosen"],
         "members": [
             {
@@ -126,47 +151,43 @@ def ensemble_run(
                 "temperature": t,
                 "weight": float(w),
                 "checkpoint_sha256": sha256_of(f.file(BEST)),
-                "val_accuracy": max(h["val_accuracy"] for h in f.history()),
-                "epochs": len(f.history()),
-                "train_seconds": f.metrics().get("train_seconds", 0.0),
+                "val_accuracy": max(h["val_accuracy"] for h in history),
+                "epochs": len(history),
+                "train_seconds": m.get("train_seconds", 0.0),
             }
-            for f, c, t, w in zip(folders, configs, temperatures, chosen / chosen.sum())
+            for f, c, m, t, w, history in zip(folders, configs, metrics, temperatures, weights, histories)
         ],
         "choice": choice,
     }
-    cfg = ensemble_config(configs, record, quiet, trained)
+
+
+def ensemble_module(cfg: TrainConfig, loaded: list[torch.nn.Module]) -> torch.nn.Module:
+    """The ensemble built from its record, as every later command builds it, with the members'
+    weights (eval mode)."""
     from fmnist.models.network import create_network
 
     module = create_network(cfg)
-    for member, (model, _, _) in zip(module.members, loaded):
+    for member, model in zip(module.members, loaded):
         member.load_state_dict(model.state_dict())
-    module.eval()
-    history = [history_row(module, log_probs, y_val, cfg, data, val, record, time.perf_counter() - start)]
-    if trained is None:
-        folder.start(cfg, overwrite)
-    else:  # its members' folders are in it: config.json replaced, nothing removed
-        folder.write_json(CONFIG, dataclasses.asdict(cfg))
-    folder.save_made({"model": module.state_dict(), "config": dataclasses.asdict(cfg), "epoch": 1}, history)
-    metrics = evaluate_run(folder, data)
-    return {**metrics, "ensemble": {"weights": [m["weight"] for m in record["members"]], **choice}}
+    return module.eval()
 
 
-def history_row(module, log_probs, y_val, cfg: TrainConfig, data: FashionMNIST, val, record: dict, seconds: float):
+def history_row(module, log_probs, y_val, cfg: TrainConfig, data: FashionMNIST, record: dict, seconds: float):
     """The ensemble's one history row: its validation figures (as chosen), its figures on as many
     training-split images as there are validation images (in eval mode), and its time: the
     members' training and its own making."""
-    weights = torch.tensor([m["weight"] for m in record["members"]])
-    mixed = mixture(log_probs, weights)
+    on_val = score(log_probs, y_val, torch.tensor([m["weight"] for m in record["members"]]))
     train = split_of(data.train_labels, cfg)[0]
-    sample = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))[: len(val)]]
-    train_logits = predict_logits(module, data.train_images[sample])
-    train_labels = data.train_labels[sample]
+    sample = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))[: len(y_val)]]
+    train_loss, train_accuracy = loss_accuracy(
+        predict_logits(module, data.train_images[sample]), data.train_labels[sample]
+    )
     return {
         "epoch": 1,
-        "train_loss": float(torch.nn.functional.cross_entropy(train_logits, train_labels)),
-        "train_accuracy": float((train_logits.argmax(1) == train_labels).float().mean()),
-        "val_loss": float(-mixed[torch.arange(len(y_val)), y_val].mean()),
-        "val_accuracy": float((mixed.argmax(1) == y_val).float().mean()),
+        "train_loss": train_loss,
+        "train_accuracy": train_accuracy,
+        "val_loss": on_val["log_loss"],
+        "val_accuracy": on_val["accuracy"],
         "seconds": seconds,
         "elapsed": sum(m["train_seconds"] for m in record["members"]) + seconds,
         "compile_seconds": 0.0,
@@ -186,16 +207,13 @@ def train_ensemble(cfg: TrainConfig, out: Path, overwrite: bool = False, data: F
     """Train `cfg.members` networks one after another into `out`'s member folders, then combine
     them into the ensemble run `out`. Every member is checked before the first trains; the run's
     config.json says what is being trained meanwhile, so a stop leaves a run `resume` finishes."""
-    from fmnist.device import resolve_device
-    from fmnist.run.tracking import check_tracking
-    from fmnist.training.setup import build_model, check_trainable
+    from fmnist.jobs.train import checked_model
+    from fmnist.training.setup import check_trainable
 
     folder = RunFolder(out)
     folder.check_new(overwrite)
     first = member_config(cfg, 0)  # the members differ in their seed alone: what fails for one fails for all
-    device = resolve_device(first.device)
-    check_tracking(first.track)
-    model = build_model(first, device)
+    model, _ = checked_model(first)
     data = data or load_data(cfg)
     check_trainable(model, first, len(split_of(data.train_labels, first)[0]), 1)
     folder.start(cfg, overwrite)

@@ -25,7 +25,7 @@ from fmnist.models.ensemble import is_ensemble
 from fmnist.run.folder import RunFolder, load_data, split_of
 from fmnist.run.tracking import check_tracking, track_run
 from fmnist.stops import Diverged
-from fmnist.training.config import TrainConfig
+from fmnist.training.config import RUN, TrainConfig
 from fmnist.training.distributed import Dist
 from fmnist.training.loop import fit, target_reached
 from fmnist.training.setup import build_model, check_trainable
@@ -50,6 +50,14 @@ class Prepared(NamedTuple):
     dist: Dist = Dist()
 
 
+def checked_model(cfg: TrainConfig, dist: Dist | None = None) -> tuple[nn.Module, torch.device]:
+    """The first checks of a run that is to train: its device and tracking, then its model, built
+    (initialised from the seed) on that device."""
+    device = resolve_device(cfg.device)
+    check_tracking(cfg.track)
+    return build_model(cfg, device, dist), device
+
+
 def start_run(
     cfg: TrainConfig, out: Path, overwrite: bool = False, data: FashionMNIST | None = None, dist: Dist | None = None
 ) -> Prepared:
@@ -60,9 +68,7 @@ def start_run(
     if cfg.members > 1:  # train_run makes such a run; a sweep's trial is one network
         raise UsageError(f"members={cfg.members}: a run of several members is made by fmnist train, not here")
     folder = RunFolder(out)
-    device = resolve_device(cfg.device)
-    check_tracking(cfg.track)
-    model = build_model(cfg, device, dist)
+    model, device = checked_model(cfg, dist)
     folder.check_new(overwrite)
     data = data or load_data(cfg)
     train, val = split(data, cfg, device)
@@ -175,7 +181,7 @@ def resume_run(run_dir: Path, overrides: dict | None = None, dist: Dist | None =
         from fmnist.jobs.ensemble import finish_ensemble
 
         given = {k: v for k, v in (overrides or {}).items() if v is not None}
-        if set(given) - {"quiet", "device", "data_dir", "verify", "track"}:
+        if set(given) - set(TrainConfig.fields_of(RUN)):
             raise UsageError("a run of several members resumes as it was (only where and how quietly it runs)")
         cfg = dataclasses.replace(saved, **given)
         return finish_ensemble(folder, cfg, folder.data(cfg))

@@ -10,6 +10,11 @@ from fmnist.run.folder import CONFIG, SUMMARY, RunFolder
 from fmnist.run.written import Folder
 
 
+def study_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """summary.json's rows as its report shows them: each model's, then the models combined."""
+    return summary["models"] + ([summary["combined"]] if "combined" in summary else [])
+
+
 class StudyFolder(Folder):
     """A study: summary.json, its report and figures, and a run folder per model inside it."""
 
