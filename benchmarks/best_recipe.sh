@@ -31,7 +31,6 @@ source "$(dirname "$0")/steps.sh"
 { lscpu | grep -E "Model name|^CPU\(s\)"; grep -q avx512f /proc/cpuinfo && echo "AVX-512: yes" || echo "AVX-512: no"; } | tee "$out/machine.txt"
 case $what in
 choose)
-    hide=test
     candidates=(
         "as-shipped|"
         "2-members|--members 2"
@@ -39,14 +38,7 @@ choose)
         "3-members-12-epochs|--members 3 --epochs 12"
         "40-epochs|--epochs 40"
     )
-    for seed in ${SEEDS:-100}; do
-        for c in "${candidates[@]}"; do
-            name=${c%%|*}
-            step "$name-seed$seed" "$limit" $fm train --recipe best --seed $seed --quiet --out "$runs/$name-seed$seed" ${c#*|} $flags
-        done
-    done
-    keep_histories "$runs"
-    $py "$(dirname "$0")/choice_table.py" "$out" 0.94 0.95 | tee "$out/choose.md"
+    choose_recipe best "$limit" "0.94 0.95" ${SEEDS:-100}
     ;;
 confirm)
     confirm_recipe best ${SEEDS:-401 402 403}

@@ -25,7 +25,6 @@ source "$(dirname "$0")/steps.sh"
 lscpu | grep -E "Model name|^CPU\(s\)" | tee "$out/machine.txt"
 case $what in
 choose)
-    hide=test  # the runs print their test figures: kept out of the logs and the terminal
     # name, then the flags over the shipped recipe
     candidates=(
         "as-shipped|"
@@ -37,14 +36,7 @@ choose)
         "no-smoothing|--label-smoothing 0"
         "sgd|--optimizer sgd --lr 0.2 --weight-decay 0.0005"
     )
-    for seed in 100 101 102; do
-        for c in "${candidates[@]}"; do
-            name=${c%%|*}
-            step "$name-seed$seed" 300 $fm train --recipe fast --seed $seed --quiet --out "$runs/$name-seed$seed" ${c#*|} $flags
-        done
-    done
-    keep_histories "$runs"
-    $py "$(dirname "$0")/choice_table.py" "$out" 0.90 0.91 | tee "$out/choose.md"
+    choose_recipe fast 300 "0.90 0.91" 100 101 102
     ;;
 confirm)
     confirm_recipe fast ${SEEDS:-301 302 303}

@@ -45,3 +45,20 @@ confirm_recipe() {
         cp "$runs/$name-seed$seed/metrics.json" "$out/$name-seed$seed-metrics.json" 2>/dev/null
     done
 }
+
+# `choose_recipe NAME LIMIT "LEVELS" SEED...`: each of $candidates ("name|flags over the recipe")
+# trained on each seed with its own time limit, no line naming the test shown or logged; then the
+# runs' validation figures kept (keep_histories) and tabulated at LEVELS in $out/choose.md.
+choose_recipe() {
+    local recipe=$1 limit=$2 levels=$3 seed c name
+    shift 3
+    hide=test
+    for seed in "$@"; do
+        for c in "${candidates[@]}"; do
+            name=${c%%|*}
+            step "$name-seed$seed" "$limit" $fm train --recipe "$recipe" --seed "$seed" --quiet --out "$runs/$name-seed$seed" ${c#*|} $flags
+        done
+    done
+    keep_histories "$runs"
+    $py "$(dirname "${BASH_SOURCE[0]}")/choice_table.py" "$out" $levels | tee "$out/choose.md"
+}
