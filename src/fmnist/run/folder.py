@@ -19,10 +19,11 @@ Each folder records the names it wrote (run/written.py): `--overwrite` removes t
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from fmnist.data import FashionMNIST, load_fashion_mnist, stratified_split
 from fmnist.device import resolve_device
@@ -267,7 +268,7 @@ def load_data(cfg: TrainConfig, data_dir: str | None = None, verify: bool | None
     )
 
 
-def split_of(labels, cfg: TrainConfig, exclude=None):
+def split_of(labels: Tensor, cfg: TrainConfig, exclude: Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
     """The (train, validation) indices a run is trained and validated on: its fraction, its split
     seed and its excluded images (`exclude` in their place where given)."""
     return stratified_split(labels, cfg.val_split, cfg.validation_seed(), cfg.exclude if exclude is None else exclude)

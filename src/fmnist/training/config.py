@@ -17,6 +17,7 @@ from typing import Any
 
 from fmnist.device import check_device_name
 from fmnist.errors import UsageError
+from fmnist.models.ensemble import is_ensemble, member_names
 from fmnist.models.network import check_record
 from fmnist.training.augment import parse_augment
 from fmnist.training.schedule import OPTIMIZERS, RENAMED, SCHEDULES
@@ -201,8 +202,8 @@ class TrainConfig:
 def shown_value(value: Any) -> Any:
     """A config value as a table or a tracking store shows it: a long list (the excluded images)
     by its length, not thousands of indices; a network's record by its name, file and digest."""
-    if isinstance(value, dict) and value.get("kind") == "ensemble":
-        return "ensemble of " + ", ".join(m["config"]["model"] for m in value["members"])
+    if isinstance(value, dict) and is_ensemble(value):
+        return "ensemble of " + ", ".join(member_names(value))
     if isinstance(value, dict) and "kind" in value and "sha256" in value:  # a network's record
         return f"{value.get('name')} ({value.get('file')}, sha256 {str(value['sha256'])[:12]})"
     return f"{len(value)} images" if isinstance(value, list) and len(value) > 3 else value
